@@ -1,0 +1,315 @@
+"""The kernel as oracle: what bpf(2) says, and our VM measured against it.
+
+Three parts:
+
+* kernel facts our code relies on (test-run data size, 32-bit retval, what the verifier refuses,
+  the semantics the generator exploits), each asked of the running kernel;
+* map semantics and tail calls on real kernel maps, and the same scenario on our maps.py / VM;
+* several hundred random programs (vm.progen) run by the kernel (BPF_PROG_TEST_RUN) and by our
+  interpreter, compared on all 64 bits of r0.
+
+About r0: BPF_PROG_TEST_RUN reports ``retval`` as a ``__u32`` for every program type, so the
+kernel never tells the high half directly. :func:`kernel.run_r0` loads each program twice, the
+second time with ``r0 >>= 32`` before exit, and puts the halves together; we compare all 64 bits.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import random
+
+import pytest
+
+from sysdispatch.errors import MapError, SysdispatchError, VerifierError
+from sysdispatch.vm import kernel, progen
+from sysdispatch.vm.isa import FP, PSEUDO_MAP_FD, lddw, make
+from sysdispatch.vm.program import MAP_LOOKUP_ELEM, TAIL_CALL
+
+pytestmark = pytest.mark.skipif(
+    not kernel.kernel_bpf_available(),
+    reason="the kernel oracle needs root and bpf() (BPF_PROG_LOAD + BPF_PROG_TEST_RUN)")
+
+U64 = (1 << 64) - 1
+
+
+def mov(dst, imm):
+    return make("mov", dst, imm=imm, reg=False)
+
+
+def run(insns, data=bytes(kernel.ETH_HLEN)) -> int:
+    """Low 32 bits of r0, as BPF_PROG_TEST_RUN reports them."""
+    with kernel.load_program(insns) as prog:
+        return kernel.test_run(prog, data)
+
+
+# --- facts about the kernel interface ---------------------------------------------------------
+
+
+def test_socket_filter_test_run_wants_an_ethernet_header_of_data():
+    with kernel.load_program([mov(0, 7), make("exit")]) as prog:
+        with pytest.raises(kernel.KernelError) as info:
+            kernel.test_run(prog, bytes(kernel.ETH_HLEN - 1))
+        assert info.value.errno == errno.EINVAL
+        assert kernel.test_run(prog, bytes(kernel.ETH_HLEN)) == 7
+        assert kernel.test_run(prog, bytes(1500), repeat=10) == 7
+        with pytest.raises(kernel.KernelError) as info:  # more than a page: refused
+            kernel.test_run(prog, bytes(4096))
+        assert info.value.errno == errno.EINVAL
+
+
+def test_test_run_reports_only_the_low_32_bits_and_run_r0_gets_all_64():
+    insns = [*lddw(0, 0xDEADBEEFCAFEBABE), make("exit")]
+    assert run(insns) == 0xCAFEBABE
+    assert kernel.run_r0(insns) == 0xDEADBEEFCAFEBABE
+    # Two exits: both must reach the appended "r0 >>= 32" tail.
+    two = [mov(0, 1), make("jeq", 0, off=3, imm=1, reg=False), *lddw(0, 1 << 40), make("exit"),
+           *lddw(0, 5 << 33), make("exit")]
+    assert kernel.run_r0(two) == 5 << 33
+
+
+def test_a_refused_program_raises_one_line_with_errno_and_the_verifier_log():
+    with pytest.raises(kernel.KernelVerifierError) as info:
+        kernel.load_program([make("exit")])  # r0 never set
+    exc = info.value
+    assert isinstance(exc, VerifierError) and isinstance(exc, SysdispatchError)
+    assert exc.errno == errno.EACCES
+    assert "R0 !read_ok" in str(exc) and "\n" not in str(exc)
+    assert "R0 !read_ok" in exc.log
+
+
+def test_verifier_log_on_request():
+    with kernel.load_program([mov(0, 0), make("exit")], log=True) as prog:
+        assert "processed 2 insns" in prog.log
+    assert prog.fd == -1  # closed by the with block
+
+
+@pytest.mark.parametrize("what, insns", [
+    ("div by immediate 0", [mov(0, 1), make("div", 0, imm=0, reg=False), make("exit")]),
+    ("mod32 by immediate 0", [mov(0, 1), make("mod32", 0, imm=0, reg=False), make("exit")]),
+    ("lsh by immediate 64", [mov(0, 1), make("lsh", 0, imm=64, reg=False), make("exit")]),
+    ("rsh32 by immediate 32", [mov(0, 1), make("rsh32", 0, imm=32, reg=False), make("exit")]),
+    ("unreachable slot", [mov(0, 1), make("ja", off=1), mov(0, 2), make("exit")]),
+    ("backward jump (loop)", [mov(0, 1), make("jeq", 0, off=-2, imm=1, reg=False),
+                              make("exit")]),
+    ("unaligned stack store", [mov(0, 1), make("stxw", FP, 0, off=-6), make("exit")]),
+])
+def test_the_verifier_refuses_what_progen_avoids(what, insns):
+    with pytest.raises(kernel.KernelVerifierError):
+        kernel.load_program(insns)
+
+
+def test_root_may_read_uninitialised_stack_so_progen_must_track_stores():
+    # The verifier lets root read stack it never wrote (allow_uninit_stack): such a read gives
+    # whatever was there, so only our generator's own bookkeeping keeps results deterministic.
+    with kernel.load_program([make("ldxdw", 0, FP, off=-8), make("exit")]):
+        pass
+
+
+@pytest.mark.parametrize("name, a, b, want", [
+    ("div", 1234, 0, 0),                                  # x / 0 = 0
+    ("mod", 1234, 0, 1234),                               # x % 0 = x
+    ("div32", 0xFFFFFFFF_00000009, 0, 0),
+    ("mod32", 0xFFFFFFFF_00000009, 0, 9),                 # x % 0 = x, upper half zeroed
+    ("sdiv", 1 << 63, U64, 1 << 63),                      # INT64_MIN / -1 wraps
+    ("smod", 1 << 63, U64, 0),
+    ("sdiv", (-7) & U64, 2, (-3) & U64),                  # truncates toward zero
+    ("smod", (-7) & U64, 2, (-1) & U64),
+    ("sdiv32", 0x80000000, 0xFFFFFFFF, 0x80000000),
+    ("lsh", 1, 65, 2),                                    # amount masked to 63
+    ("rsh32", 0x80000000, 33, 0x40000000),                # amount masked to 31
+    ("arsh", 1 << 63, 127, U64),
+])
+def test_register_operands_the_verifier_cannot_refuse_have_defined_results(name, a, b, want):
+    # progen exploits these: divisors and shift amounts in registers may be anything.
+    insns = [*lddw(0, a), *lddw(1, b), make(name, 0, 1, reg=True), make("exit")]
+    assert kernel.run_r0(insns) == want
+
+
+@pytest.mark.parametrize("insn, want", [
+    (make("sdiv", 0, imm=-1, reg=False), 1 << 63),
+    (make("movsx864", 0, 0), 0),
+    (make("bswap64", 0), 0x80),
+    (make("ja32", imm=0), 1 << 63),
+])
+def test_the_running_kernel_accepts_cpu_v4_forms(insn, want):
+    assert kernel.run_r0([*lddw(0, 1 << 63), insn, make("exit")]) == want
+
+
+def test_the_running_kernel_accepts_sign_extending_loads():
+    insns = [mov(0, 0), make("stw", FP, off=-4, imm=-5), make("ldxsw", 0, FP, off=-4),
+             make("exit")]
+    assert kernel.run_r0(insns) == (-5) & U64
+
+
+# --- maps: kernel semantics, and ours beside them ---------------------------------------------
+
+ANY, NOEXIST, EXIST, F_LOCK = kernel.BPF_ANY, kernel.BPF_NOEXIST, kernel.BPF_EXIST, kernel.BPF_F_LOCK
+
+# (operation, key, value, flags) and the kernel's answer: the value read, None for success, or
+# the errno name. The answers were asked of Linux 6.18 and hold for any recent kernel.
+ARRAY_SCRIPT = [  # key 4 bytes, value 8 bytes, 4 entries
+    (("lookup", 0), 0),
+    (("lookup", 4), "ENOENT"),
+    (("update", 1, 5, ANY), None),
+    (("update", 1, 6, NOEXIST), "EEXIST"),     # every element of an array always exists
+    (("update", 2, 7, EXIST), None),
+    (("update", 4, 1, ANY), "E2BIG"),          # index past max_entries
+    (("update", 4, 1, NOEXIST), "E2BIG"),
+    (("update", 1, 1, 3), "EINVAL"),           # unknown flag bits
+    (("update", 1, 1, F_LOCK), "EINVAL"),      # F_LOCK without a bpf_spin_lock in the value
+    (("delete", 1), "EINVAL"),                 # array elements cannot be deleted
+    (("delete", 9), "EINVAL"),
+    (("lookup", 1), 5),
+    (("lookup", 2), 7),
+    (("update", 3, U64, EXIST), None),
+    (("lookup", 3), U64),
+]
+HASH_SCRIPT = [  # key 4 bytes, value 8 bytes, 2 entries
+    (("lookup", 1), "ENOENT"),
+    (("update", 1, 5, EXIST), "ENOENT"),
+    (("update", 1, 5, NOEXIST), None),
+    (("update", 1, 6, NOEXIST), "EEXIST"),
+    (("update", 1, 6, EXIST), None),
+    (("update", 2, 7, ANY), None),
+    (("update", 3, 8, ANY), "E2BIG"),          # full
+    (("update", 3, 8, NOEXIST), "E2BIG"),
+    (("update", 3, 8, EXIST), "ENOENT"),       # a missing key beats a full table
+    (("update", 2, 9, ANY), None),             # replacing in a full table is fine
+    (("update", 1, 1, 3), "EINVAL"),
+    (("update", 1, 1, F_LOCK), "EINVAL"),
+    (("delete", 3), "ENOENT"),
+    (("delete", 2), None),
+    (("lookup", 2), "ENOENT"),
+    (("update", 3, 10, NOEXIST), None),
+    (("lookup", 1), 6),
+    (("lookup", 3), 10),
+]
+
+
+def run_script(do, script):
+    """Play ``script`` through ``do(op, *args)``; return the answers in the scripts' terms."""
+    answers = []
+    for step, _ in script:
+        try:
+            out = do(*step)
+        except MapError as exc:
+            answers.append(errno.errorcode[exc.errno])
+        else:
+            answers.append(int.from_bytes(out, "little") if out is not None else None)
+    return answers
+
+
+def kernel_ops(m):
+    def do(op, key, value=None, flags=ANY):
+        if op == "lookup":
+            return kernel.map_lookup(m, key)
+        if op == "delete":
+            return kernel.map_delete(m, key)
+        return kernel.map_update(m, key, value, flags)
+    return do
+
+
+@pytest.mark.parametrize("kind, script", [("array", ARRAY_SCRIPT), ("hash", HASH_SCRIPT)])
+def test_kernel_map_answers(kind, script):
+    with kernel.create_map(kind, 4, 8, 4 if kind == "array" else 2) as m:
+        assert run_script(kernel_ops(m), script) == [want for _, want in script]
+    assert m.fd == -1
+
+
+def test_map_ops_through_a_bare_fd_and_bad_geometry():
+    with kernel.create_map("array", 4, 8, 2) as m:
+        kernel.map_update(m.fd, 1, 42)  # geometry asked of the kernel
+        assert kernel.map_lookup(m.fd, 1) == (42).to_bytes(8, "little")
+        with pytest.raises(MapError) as info:
+            kernel.map_update(m, b"\0\0", 1)
+        assert info.value.errno == errno.EINVAL and "key is 2 bytes" in str(info.value)
+    with pytest.raises(MapError) as info:
+        kernel.create_map("array", 4, 8, 0)
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(MapError) as info:
+        kernel.create_map("prog_array", 4, 8, 1)  # a program array's value is a 4-byte fd
+    assert info.value.errno == errno.EINVAL
+
+
+# --- tail calls through a real PROG_ARRAY -----------------------------------------------------
+
+COUNTER, PROGS = 0, 1  # indices in the program's map table (lddw src=1 imm=index)
+
+
+def chain_link(next_slot: int) -> list:
+    """Count ourselves in counter[0], then tail-call slot ``next_slot``; on fall-through return
+    the counter as we saw it."""
+    return [
+        make("mov", 6, 1, reg=True),              # keep ctx for the tail call
+        make("stw", FP, off=-4, imm=0),           # key 0
+        make("mov", 2, FP, reg=True),
+        make("add", 2, imm=-4, reg=False),
+        *lddw(1, COUNTER, PSEUDO_MAP_FD),
+        make("call", imm=MAP_LOOKUP_ELEM),
+        mov(7, 0),
+        make("jeq", 0, off=3, imm=0, reg=False),  # the verifier wants the NULL check
+        mov(1, 1),
+        make("lock_add", 0, 1),
+        make("ldxdw", 7, 0),
+        make("mov", 1, 6, reg=True),
+        *lddw(2, PROGS, PSEUDO_MAP_FD),
+        mov(3, next_slot),
+        make("call", imm=TAIL_CALL),
+        make("mov", 0, 7, reg=True),
+        make("exit"),
+    ]
+
+
+# (programs in slots 0.., slots in the PROG_ARRAY, the slot program 0 calls) -> programs that ran
+TAIL_CASES = [
+    pytest.param(40, 64, 1, 34, id="chain-longer-than-the-limit"),
+    pytest.param(34, 64, 1, 34, id="chain-exactly-at-the-limit"),
+    pytest.param(5, 64, 1, 5, id="short-chain-ends-at-empty-slot"),
+    pytest.param(1, 64, 1, 1, id="empty-slot"),
+    pytest.param(1, 4, 4, 1, id="index-out-of-range"),
+    pytest.param(1, 4, -1, 1, id="index-negative-is-huge-u32"),
+]
+
+
+def kernel_chain(n_progs: int, slots: int, first_next: int) -> tuple[int, int]:
+    """Run the chain in the kernel; (r0 of the test run, final counter)."""
+    with kernel.create_map("array", 4, 8, 1) as counter, \
+            kernel.create_map("prog_array", 4, 4, slots) as progs:
+        loaded = []
+        try:
+            for i in range(n_progs):
+                nxt = first_next if i == 0 else i + 1
+                loaded.append(kernel.load_program(chain_link(nxt), maps=[counter, progs]))
+                kernel.map_update(progs, i, loaded[-1])
+            r0 = kernel.test_run(loaded[0], bytes(kernel.ETH_HLEN))
+        finally:
+            for p in loaded:
+                p.close()
+        return r0, int.from_bytes(kernel.map_lookup(counter, 0), "little")
+
+
+@pytest.mark.parametrize("n_progs, slots, first_next, ran", TAIL_CASES)
+def test_kernel_tail_call_counts(n_progs, slots, first_next, ran):
+    assert kernel_chain(n_progs, slots, first_next) == (ran, ran)
+
+
+def test_kernel_prog_array_takes_one_program_type():
+    with kernel.create_map("prog_array", 4, 4, 4) as progs, \
+            kernel.load_program([mov(0, 0), make("exit")], "socket_filter") as sock, \
+            kernel.load_program([mov(0, 2), make("exit")], "xdp") as xdp:
+        kernel.map_update(progs, 0, sock)
+        with pytest.raises(MapError) as info:
+            kernel.map_update(progs, 1, xdp)
+        assert info.value.errno == errno.EINVAL
+        kernel.map_update(progs, 1, sock)  # the owner's type is still welcome
+        with pytest.raises(MapError) as info:
+            kernel.map_update(progs, 2, sock, NOEXIST)  # prog arrays take only BPF_ANY
+        assert info.value.errno == errno.EINVAL
+        with pytest.raises(MapError) as info:
+            kernel.map_update(progs, 4, sock)
+        assert info.value.errno == errno.E2BIG
+        with pytest.raises(MapError) as info:
+            kernel.map_delete(progs, 3)
+        assert info.value.errno == errno.ENOENT
+        kernel.map_delete(progs, 1)
