@@ -22,6 +22,13 @@ module only knows which operands keep a form valid:
 
 The features are names for groups of forms (see :data:`ALL_FEATURES`) so an engine that lacks
 some (say, the CPU v4 forms) can still be tested on the rest.
+
+The generator draws only through ``rng``, so under hypothesis
+``st.randoms(use_true_random=False).map(random_program)`` gives programs that shrink.
+
+Keep programs to a few hundred slots when the kernel is to load them: with many branches on
+values it knows, the verifier explores paths separately and a 1000-slot body can pass its
+one-million-instruction budget (E2BIG).
 """
 
 from __future__ import annotations

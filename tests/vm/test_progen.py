@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from sysdispatch.vm import kernel, progen
 from sysdispatch.vm.isa import FP, STACK_SIZE, lddw_value
@@ -174,6 +175,13 @@ def test_setup_uses_64_bit_values_and_immediates_obey_the_verifier():
                 if spec.op in ("lsh", "rsh", "arsh"):
                     assert 0 <= insn.imm < (64 if spec.is64 else 32), f"seed {seed} pc {pc}"
     assert wide, "no lddw with a value that needs all 64 bits"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(1, 60))
+def test_hypothesis_randoms_drive_the_generator(rng, length):
+    # The form the interpreter-vs-JIT tests use: hypothesis' own Random, so programs shrink.
+    assert walk_paths(progen.random_program(rng, length=length)) > 0
 
 
 def test_unknown_feature_is_refused():
