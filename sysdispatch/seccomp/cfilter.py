@@ -1,0 +1,636 @@
+"""Classic seccomp filters: the kernel's seccomp checks, and a readable assembler/disassembler.
+
+:func:`check` does what the kernel does when a filter is installed: ``bpf_check_classic``
+(:func:`sysdispatch.vm.cbpf.check`) and then ``seccomp_check_filter`` (kernel/seccomp.c): only
+the opcodes seccomp allows (no packet loads, no modulo), ``ld [k]`` 4-byte aligned and inside
+the 64-byte ``struct seccomp_data``. It returns the program as the kernel runs it: ``ld [k]``
+becomes the internal context-word load and ``ld len`` / ``ldx len`` become the constant 64.
+
+The text syntax follows seccomp-tools, one instruction per line::
+
+    .arch x86_64
+     0000: 0x20 0x00 0x00 0x00000004  A = arch
+     0001: 0x15 0x00 0x03 0xc000003e  if (A != ARCH_X86_64) goto 0005
+     0002: 0x20 0x00 0x00 0x00000000  A = sys_number
+     0003: 0x15 0x00 0x01 0x0000003b  if (A != execve) goto 0005
+     0004: 0x06 0x00 0x00 0x00050001  return ERRNO(1)
+     0005: 0x06 0x00 0x00 0x7fff0000  return ALLOW
+
+The ``NNNN: code jt jf k`` prefix is optional on input (and ignored: the text after it is what
+is assembled). ``goto`` takes an absolute instruction number or a label (``name:``). Loads name
+the seccomp_data field (``sys_number``, ``arch``, ``instruction_pointer``, ``args[i]``; the upper
+32 bits of a 64-bit field are ``args[i] >> 32``). Constants compared against ``sys_number`` are
+syscall names of the architecture known on that path: the arch inferred from a preceding
+``if (A == ARCH_...)`` test, else the ``.arch`` (default x86_64). x32 numbers on an x86_64 path
+print as ``x32:read``. The same inference runs when assembling, so bytes -> text -> bytes is
+exact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import AsmError, Location, SysdispatchError, VerifierError
+from ..vm import cbpf
+from ..vm.cbpf import CInsn, OPS, code_name
+from . import actions
+from .arch import AUDIT_BY_SYMBOL, AUDIT_SYMBOLS, X32, X86_64, Arch, by_audit, by_name, for_number
+from .data import OFF_ARCH, OFF_ARGS, OFF_IP, OFF_NR, SIZE as DATA_SIZE
+
+# --- seccomp_check_filter ----------------------------------------------------------------------
+
+# The classic forms seccomp accepts (kernel/seccomp.c). Notably absent: modulo, ldh/ldb, indexed
+# and ldxb-msh loads (socket data only).
+_ALLOWED_KINDS = {"neg", "ld_abs", "ld_len", "ldx_len", "ld_imm", "ldx_imm", "ld_mem", "ldx_mem",
+                  "st", "stx", "tax", "txa", "ret", "ja", "jcc"}
+
+
+def _seccomp_allows(op: cbpf.ClassicOp) -> bool:
+    if op.kind == "alu":
+        return op.op != "mod"
+    if op.kind == "ld_abs":
+        return op.size == 4
+    return op.kind in _ALLOWED_KINDS
+
+
+def check(insns: Sequence[CInsn], *, filename: str | None = None) -> tuple[CInsn, ...]:
+    """Check a filter as seccomp does at install time; return it as the kernel runs it.
+
+    Raises :class:`VerifierError` naming the file and pc, e.g.
+    ``f.bpf: pc 3: 'mod k' is not allowed in seccomp filters``.
+    """
+    try:
+        cbpf.check(insns)
+        return tuple(_seccomp_rewrite(pc, ins) for pc, ins in enumerate(insns))
+    except SysdispatchError as exc:
+        raise exc.at(loc=Location(filename) if filename else None)
+
+
+def _seccomp_rewrite(pc: int, ins: CInsn) -> CInsn:
+    op = OPS[ins.code]
+    if not _seccomp_allows(op):
+        raise VerifierError(f"'{code_name(ins.code)}' is not allowed in seccomp filters", pc=pc)
+    if op.kind == "ld_abs":
+        if ins.k >= DATA_SIZE:
+            raise VerifierError(f"ld [{ins.k}] reads past struct seccomp_data "
+                                f"({DATA_SIZE} bytes)", pc=pc)
+        if ins.k & 3:
+            raise VerifierError(f"ld [{ins.k}] is not 4-byte aligned", pc=pc)
+        return CInsn(cbpf.LDX_ABS_W, 0, 0, ins.k)
+    if op.kind in ("ld_len", "ldx_len"):
+        imm = OPS_BY_KIND["ld_imm" if op.kind == "ld_len" else "ldx_imm"]
+        return CInsn(imm, 0, 0, DATA_SIZE)
+    return ins
+
+
+OPS_BY_KIND = {o.kind + ("_x" if o.reg else ""): c for c, o in OPS.items()
+               if o.kind not in ("alu", "jcc", "ld_abs", "ld_ind")}
+
+
+def load(raw: bytes, *, filename: str | None = None) -> tuple[tuple[CInsn, ...], tuple[CInsn, ...]]:
+    """Decode and check raw filter bytes: (as written, as the kernel runs it)."""
+    insns = cbpf.decode(raw, filename=filename)
+    return insns, check(insns, filename=filename)
+
+
+# --- what A holds, and which architecture a path is on ---------------------------------------
+
+
+def field_name(off: int) -> str | None:
+    """The seccomp_data field a 4-byte load at ``off`` reads (``args[2] >> 32`` for a high word)."""
+    if off == OFF_NR:
+        return "sys_number"
+    if off == OFF_ARCH:
+        return "arch"
+    if off == OFF_IP:
+        return "instruction_pointer"
+    if off == OFF_IP + 4:
+        return "instruction_pointer >> 32"
+    if OFF_ARGS <= off < DATA_SIZE and off % 4 == 0:
+        i, hi = divmod(off - OFF_ARGS, 8)
+        return f"args[{i}]" + (" >> 32" if hi else "")
+    return None
+
+
+_FIELD_OFFSETS = {field_name(off): off for off in range(0, DATA_SIZE, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class PcInfo:
+    """What is known on entry to one instruction, on every path reaching it."""
+
+    reachable: bool
+    a: str | None = None        # the seccomp_data field A holds, e.g. "sys_number"
+    derived: bool = False       # A was computed from that field (masked, shifted, ...)
+    arch: Arch | None = None    # the architecture every path here has tested for
+
+
+def analyse(insns: Sequence[CInsn]) -> tuple[PcInfo, ...]:
+    """One forward pass (classic jumps only go forward) computing :class:`PcInfo` per pc."""
+    n = len(insns)
+    incoming: list[list[PcInfo]] = [[] for _ in range(n)]
+    incoming[0].append(PcInfo(True))
+    out: list[PcInfo] = []
+    for pc, ins in enumerate(insns):
+        here = _merge(incoming[pc])
+        out.append(here)
+        op = OPS.get(ins.code) or (cbpf.CTX_W if ins.code == cbpf.LDX_ABS_W else None)
+        if not here.reachable or op is None:
+            continue
+
+        def flow(target: int, info: PcInfo) -> None:
+            if 0 <= target < n:
+                incoming[target].append(info)
+
+        kind = op.kind
+        if kind == "ret":
+            continue
+        if kind == "ja":
+            flow(pc + 1 + ins.k, here)
+        elif kind == "jcc":
+            taken = here
+            if (here.a == "arch" and not here.derived and op.op == "jeq" and not op.reg
+                    and by_audit(ins.k) is not None):
+                taken = PcInfo(True, here.a, here.derived, by_audit(ins.k))
+            flow(pc + 1 + ins.jt, taken)
+            flow(pc + 1 + ins.jf, here)
+        else:
+            flow(pc + 1, _after(kind, op, ins, here))
+    return tuple(out)
+
+
+def _after(kind: str, op: cbpf.ClassicOp, ins: CInsn, here: PcInfo) -> PcInfo:
+    if kind in ("ld_abs", "ctx_w"):
+        return PcInfo(True, field_name(ins.k), False, here.arch)
+    if kind in ("alu", "neg"):
+        return PcInfo(True, here.a, here.a is not None, here.arch)
+    if kind in ("ld_len", "ld_imm", "ld_mem", "txa", "ld_ind"):
+        return PcInfo(True, None, False, here.arch)
+    return here  # X and M[] changes leave A alone
+
+
+def _merge(infos: list[PcInfo]) -> PcInfo:
+    if not infos:
+        return PcInfo(False)
+    first = infos[0]
+    a, derived, arch = first.a, first.derived, first.arch
+    for i in infos[1:]:
+        if i.a != a:
+            a, derived = None, False
+        derived = derived or i.derived
+        if i.arch is not arch:
+            arch = None
+    return PcInfo(True, a, derived if a is not None else False, arch)
+
+
+def arg_constants(insns: Sequence[CInsn]) -> dict[str, set[int]]:
+    """The constants each seccomp_data field is compared against (directly or after masking):
+    ``{"args[1]": {...}, "args[1] >> 32": {...}}``. Sweeps use them as interesting values."""
+    found: dict[str, set[int]] = {}
+    for ins, info in zip(insns, analyse(insns)):
+        op = OPS.get(ins.code)
+        if op is not None and op.kind == "jcc" and not op.reg and info.a is not None:
+            found.setdefault(info.a, set()).add(ins.k)
+    return found
+
+
+# --- symbols ---------------------------------------------------------------------------------
+
+
+def syscall_symbol(nr: int, arch: Arch) -> str | None:
+    """How the disassembly names syscall ``nr`` on ``arch`` (``x32:read`` for an x32 number on
+    an x86_64 path), or None when libseccomp has no name that maps back to it."""
+    table_arch = for_number(arch, nr)
+    name = table_arch.syscall_name(nr)
+    if name is None or table_arch.syscall_number(name) != nr:
+        return None
+    return name if table_arch is arch else f"{table_arch.name}:{name}"
+
+
+def resolve_syscall_symbol(sym: str, arch: Arch) -> int | None:
+    """The inverse of :func:`syscall_symbol`."""
+    qual, _, name = sym.rpartition(":")
+    target = by_name(qual) if qual else arch
+    return target.syscall_number(name)
+
+
+def _hex(v: int) -> str:
+    return f"0x{v:x}"
+
+
+def _ret_text(k: int) -> str:
+    """``ERRNO(1)``, ``ALLOW``, ``KILL_PROCESS``; a value whose spelling would lose bits (data on
+    an action without data, unknown actions) prints as hex so it assembles back exactly."""
+    if (k & actions.ACTION_FULL) in actions.NAMES:
+        text = actions.describe(k)
+        try:
+            if actions.parse(text) == k:
+                return text
+        except ValueError:
+            pass
+    return f"0x{k:08x}"
+
+
+# --- disassembler ------------------------------------------------------------------------------
+
+_ALU_SYM = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "and": "&", "or": "|",
+            "xor": "^", "lsh": "<<", "rsh": ">>"}
+_CMP = {"jeq": ("==", "!="), "jgt": (">", "<="), "jge": (">=", "<"), "jset": ("&", None)}
+
+
+def _operand(ins: CInsn, op: cbpf.ClassicOp, info: PcInfo, arch: Arch) -> str:
+    if op.reg:
+        return "X"
+    k = ins.k
+    if op.op == "jeq" and not info.derived:
+        if info.a == "sys_number":
+            sym = syscall_symbol(k, arch)
+            if sym is not None:
+                return sym
+        elif info.a == "arch" and k in AUDIT_SYMBOLS:
+            return AUDIT_SYMBOLS[k]
+    return _hex(k)
+
+
+def format_insn(pc: int, ins: CInsn, info: PcInfo, default_arch: Arch = X86_64) -> str:
+    """The readable text of one instruction (without the ``NNNN: code jt jf k`` prefix)."""
+    op = OPS.get(ins.code) or (cbpf.CTX_W if ins.code == cbpf.LDX_ABS_W else None)
+    if op is None:
+        return f"<unknown opcode 0x{ins.code:02x}>"
+    k, kind = ins.k, op.kind
+    arch = info.arch or default_arch
+    if kind in ("ld_abs", "ctx_w") and op.size == 4 and field_name(k) is not None:
+        return f"A = {field_name(k)}"
+    if kind == "alu":
+        return f"A {_ALU_SYM[op.op]}= {'X' if op.reg else _hex(k)}"
+    if kind == "jcc":
+        sym, inv = _CMP[op.op]
+        v = _operand(ins, op, info, arch)
+        t, f = pc + 1 + ins.jt, pc + 1 + ins.jf
+        if ins.jf == 0:
+            return f"if (A {sym} {v}) goto {t:04d}"
+        if ins.jt == 0:
+            cond = f"!(A & {v})" if inv is None else f"A {inv} {v}"
+            return f"if ({cond}) goto {f:04d}"
+        return f"if (A {sym} {v}) goto {t:04d} else goto {f:04d}"
+    simple = {
+        "neg": "A = -A", "ld_len": "A = len", "ldx_len": "X = len", "ld_imm": f"A = {_hex(k)}",
+        "ldx_imm": f"X = {_hex(k)}", "ld_mem": f"A = M[{k}]", "ldx_mem": f"X = M[{k}]",
+        "st": f"M[{k}] = A", "stx": f"M[{k}] = X", "tax": "X = A", "txa": "A = X",
+        "ja": f"goto {pc + 1 + k:04d}",
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "ret":
+        return "return A" if op.reg else f"return {_ret_text(k)}"
+    # Forms seccomp refuses; shown bpf_asm-style so a refused filter can still be looked at.
+    return {"ld_abs": f"{op.name} [{k}]", "ld_ind": f"{op.name} [x + {k}]",
+            "ldx_msh": f"ldxb 4*([{k}]&0xf)"}.get(kind, code_name(ins.code))
+
+
+def disassemble_lines(insns: Sequence[CInsn], *, arch: Arch = X86_64,
+                      raw: bool = True) -> list[str]:
+    """One line per instruction: `` 0004: 0x15 0x00 0x01 0x0000003b  if (A != execve) goto 0006``."""
+    infos = analyse(insns) if insns else ()
+    lines = []
+    for pc, (ins, info) in enumerate(zip(insns, infos)):
+        text = format_insn(pc, ins, info, arch)
+        if raw:
+            lines.append(f" {pc:04d}: 0x{ins.code:02x} 0x{ins.jt:02x} 0x{ins.jf:02x} "
+                         f"0x{ins.k:08x}  {text}")
+        else:
+            lines.append(f" {pc:04d}: {text}")
+    return lines
+
+
+HEADER = ["#  line  CODE  JT   JF      K", "# ================================="]
+
+
+def disassemble(insns: Sequence[CInsn], *, arch: Arch = X86_64, raw: bool = True) -> str:
+    """The whole filter as text that :func:`assemble` turns back into the same bytes."""
+    head = [f".arch {arch.name}"] + (HEADER if raw else [])
+    return "\n".join(head + disassemble_lines(insns, arch=arch, raw=raw)) + "\n"
+
+
+# --- assembler ---------------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"\s*\d+:\s*(?:0x[0-9a-fA-F]+\s+0x[0-9a-fA-F]+\s+0x[0-9a-fA-F]+\s+"
+                     r"0x[0-9a-fA-F]+\s+)?")
+_LABEL = re.compile(r"\s*([A-Za-z_.][\w.]*)\s*:(?!\S)")
+_IDENT = re.compile(r"[A-Za-z_][\w]*(?::[A-Za-z_]\w*)?$")
+_TARGET = re.compile(r"(\d+|[A-Za-z_.][\w.]*)$")
+_IF = re.compile(r"if\s*\((?P<cond>.*)\)\s*goto\s+(?P<t>\S+)(?:\s+else\s+goto\s+(?P<f>\S+))?$")
+_COND = re.compile(r"A\s*(?P<op>==|!=|>=|<=|>|<|&)\s*(?P<v>.+)$")
+_NOTSET = re.compile(r"!\s*\(\s*A\s*&\s*(?P<v>.+?)\s*\)$")
+_ALU = re.compile(r"A\s*(?P<op>\+|-|\*|/|%|&|\||\^|<<|>>)=\s*(?P<v>.+)$")
+_ASSIGN = re.compile(r"(?P<dst>A|X|M\s*\[\s*(?P<m>[^\]]*)\])\s*=\s*(?P<rhs>.+)$")
+_MEM = re.compile(r"M\s*\[\s*(?P<m>[^\]]*)\]$")
+_ARG_FIELD = re.compile(r"args\s*\[\s*(\d+)\s*\](\s*>>\s*32)?$")
+_IP_FIELD = re.compile(r"instruction_pointer(\s*>>\s*32)?$")
+
+_ALU_BY_SYM = {v: k for k, v in _ALU_SYM.items()}
+# (classic op, text was the inverse form)
+_CMP_BY_SYM = {"==": ("jeq", False), "!=": ("jeq", True), ">": ("jgt", False),
+               "<=": ("jgt", True), ">=": ("jge", False), "<": ("jge", True), "&": ("jset", False)}
+
+
+@dataclass
+class _Pending:
+    """An instruction being assembled: k may still be a syscall name."""
+
+    code: int
+    loc: Location
+    jt: int | str = 0
+    jf: int | str = 0
+    k: int | str = 0
+    k_loc: Location | None = None
+    jt_loc: Location | None = None
+    jf_loc: Location | None = None
+
+
+class _Line:
+    def __init__(self, text: str, filename: str | None, lineno: int, start: int) -> None:
+        self.text, self.filename, self.lineno, self.start = text, filename, lineno, start
+
+    def loc(self, fragment: str | None = None) -> Location:
+        col = self.start
+        if fragment:
+            i = self.text.find(fragment, self.start - 1)
+            if i >= 0:
+                col = i + 1
+        return Location(self.filename, self.lineno, col)
+
+    def error(self, message: str, fragment: str | None = None) -> AsmError:
+        return AsmError(message, loc=self.loc(fragment))
+
+
+def assemble(text: str, *, filename: str | None = None, arch: Arch | None = None,
+             ) -> tuple[CInsn, ...]:
+    """Assemble filter text (see the module docstring) into instructions.
+
+    ``arch`` overrides a ``.arch`` line. Errors are :class:`AsmError` with file:line:col; the
+    result has passed :func:`check`, whose errors carry the location of the offending line.
+    """
+    pend: list[_Pending] = []
+    labels: dict[str, int] = {}
+    text_arch: Arch | None = None
+    for lineno, raw_line in enumerate(text.splitlines(), 1):
+        body = raw_line.split("#", 1)[0].rstrip()
+        if not body.strip():
+            continue
+        start = len(body) - len(body.lstrip()) + 1
+        line = _Line(body, filename, lineno, start)
+        stripped = body.strip()
+        if stripped.startswith(".arch"):
+            name = stripped[5:].strip()
+            try:
+                text_arch = by_name(name)
+            except ValueError as exc:
+                raise line.error(str(exc), name) from None
+            continue
+        m = _PREFIX.match(body)
+        pos = m.end() if m and m.group(0).strip() else 0
+        while True:
+            lm = _LABEL.match(body, pos)
+            if not lm or lm.group(1) in ("if",):
+                break
+            name = lm.group(1)
+            if name in labels:
+                raise line.error(f"duplicate label '{name}'", name)
+            labels[name] = len(pend)
+            pos = lm.end()
+        stmt = body[pos:].strip()
+        if not stmt:
+            continue
+        line.start = body.index(stmt, pos) + 1
+        pend.append(_parse_statement(stmt, line))
+    if not pend:
+        raise AsmError("no instructions", loc=Location(filename) if filename else None)
+    default = arch or text_arch or X86_64
+    insns = _link(pend, labels)
+    where = [p.loc for p in pend]
+    try:
+        cbpf.check(insns)  # structure first: the analysis assumes jumps stay inside
+    except SysdispatchError as exc:
+        if exc.pc is not None and 0 <= exc.pc < len(where):
+            raise exc.at(loc=where[exc.pc])
+        raise
+    infos = analyse(insns)
+    final = []
+    for pc, (p, ins, info) in enumerate(zip(pend, insns, infos)):
+        if isinstance(p.k, str):
+            on = info.arch or default
+            nr = resolve_syscall_symbol(p.k, on)
+            if nr is None:
+                raise AsmError(f"unknown syscall '{p.k}' on {_qual_arch(p.k, on)}", loc=p.k_loc)
+            ins = CInsn(ins.code, ins.jt, ins.jf, nr & 0xFFFFFFFF)
+        final.append(ins)
+    try:
+        check(final)
+    except SysdispatchError as exc:
+        if exc.pc is not None and 0 <= exc.pc < len(where):
+            raise exc.at(loc=where[exc.pc])
+        raise
+    return tuple(final)
+
+
+def _qual_arch(sym: str, arch: Arch) -> str:
+    qual = sym.rpartition(":")[0]
+    return qual or arch.name
+
+
+def _link(pend: list[_Pending], labels: dict[str, int]) -> list[CInsn]:
+    out = []
+    for pc, p in enumerate(pend):
+        jt, jf, k = p.jt, p.jf, p.k
+        op = OPS[p.code]
+        if op.kind == "ja":
+            k = _offset(pc, k, labels, p.k_loc, limit=None)
+        elif op.kind == "jcc":
+            jt = _offset(pc, jt, labels, p.jt_loc, limit=255)
+            jf = _offset(pc, jf, labels, p.jf_loc, limit=255)
+        out.append(CInsn(p.code, jt, jf, 0 if isinstance(k, str) else k))
+    return out
+
+
+def _offset(pc: int, target: int | str, labels: dict[str, int], loc: Location | None,
+            limit: int | None) -> int:
+    """``target`` is a relative offset already (int) or an absolute pc / label (str)."""
+    if isinstance(target, int):
+        return target
+    if target.isdigit():
+        dest = int(target, 10)
+    elif target in labels:
+        dest = labels[target]
+    else:
+        raise AsmError(f"undefined label '{target}'", loc=loc)
+    off = dest - pc - 1
+    if off < 0:
+        raise AsmError(f"backward jump to {dest} from instruction {pc}: classic BPF jumps only "
+                       f"forward", loc=loc)
+    if limit is not None and off > limit:
+        raise AsmError(f"conditional jump to {dest} is {off} instructions ahead, more than "
+                       f"{limit}; jump to an unconditional 'goto' instead", loc=loc)
+    return off
+
+
+def _parse_statement(stmt: str, line: _Line) -> _Pending:
+    loc = line.loc()
+    m = _IF.match(stmt)
+    if m:
+        return _parse_if(m, line)
+    if stmt.startswith("goto"):
+        t = stmt[4:].strip()
+        if not _TARGET.match(t):
+            raise line.error(f"bad jump target '{t}'", t or None)
+        return _Pending(cbpf.JA, loc, k=t, k_loc=line.loc(t))
+    if stmt.startswith("return"):
+        v = stmt[6:].strip()
+        if v == "A":
+            return _Pending(cbpf.RET | cbpf.RVAL_A, loc)
+        return _Pending(cbpf.RET, loc, k=_ret_value(v, line), k_loc=line.loc(v))
+    m = _ALU.match(stmt)
+    if m:
+        op = _ALU_BY_SYM[m.group("op")]
+        v = m.group("v").strip()
+        reg = v == "X"
+        code = _code("alu", op, reg)
+        k = 0 if reg else _const(v, line, names=False)
+        return _Pending(code, loc, k=k)
+    m = _ASSIGN.match(stmt)
+    if m:
+        return _parse_assign(m, line)
+    raise line.error(f"cannot parse '{stmt}'", stmt)
+
+
+def _code(kind: str, op: str, reg: bool) -> int:
+    for code, o in OPS.items():
+        if o.kind == kind and o.op == op and o.reg == reg:
+            return code
+    raise KeyError((kind, op, reg))  # pragma: no cover - the table has every combination
+
+
+def _parse_if(m: re.Match, line: _Line) -> _Pending:
+    cond = m.group("cond").strip()
+    t, f = m.group("t"), m.group("f")
+    n = _NOTSET.match(cond)
+    if n:
+        name, inverse, v = "jset", True, n.group("v").strip()
+    else:
+        c = _COND.match(cond)
+        if not c:
+            raise line.error(f"bad condition '{cond}' (expected e.g. 'A == 0x1', 'A & X', "
+                             f"'!(A & 0x4)')", cond)
+        name, inverse = _CMP_BY_SYM[c.group("op")]
+        v = c.group("v").strip()
+    reg = v == "X"
+    p = _Pending(_code("jcc", name, reg), line.loc())
+    if not reg:
+        p.k = _const(v, line, names=True)
+        p.k_loc = line.loc(v)
+    for tgt in (t, f):
+        if tgt is not None and not _TARGET.match(tgt):
+            raise line.error(f"bad jump target '{tgt}'", tgt)
+    # The jump taken when the written condition holds, and the one taken otherwise.
+    yes, yes_loc = t, line.loc(t)
+    no, no_loc = (f, line.loc(f)) if f is not None else (0, None)
+    if inverse:
+        yes, yes_loc, no, no_loc = no, no_loc, yes, yes_loc
+    p.jt, p.jt_loc, p.jf, p.jf_loc = yes, yes_loc, no, no_loc
+    return p
+
+
+def _parse_assign(m: re.Match, line: _Line) -> _Pending:
+    dst, rhs = m.group("dst"), m.group("rhs").strip()
+    loc = line.loc()
+    if dst.startswith("M"):
+        k = _mem_index(m.group("m"), line)
+        if rhs not in ("A", "X"):
+            raise line.error(f"M[{k}] can only be set from A or X, not '{rhs}'", rhs)
+        return _Pending(OPS_BY_KIND["st" if rhs == "A" else "stx"], loc, k=k)
+    mm = _MEM.match(rhs)
+    if dst == "A":
+        if rhs in _FIELD_OFFSETS or _ARG_FIELD.match(rhs) or _IP_FIELD.match(rhs):
+            off = _field_offset(rhs, line)
+            return _Pending(OPS_BY_KIND["ld_abs_w"], loc, k=off)
+        if rhs == "X":
+            return _Pending(OPS_BY_KIND["txa"], loc)
+        if rhs == "len":
+            return _Pending(OPS_BY_KIND["ld_len"], loc)
+        if rhs == "-A":
+            return _Pending(OPS_BY_KIND["neg"], loc)
+        if mm:
+            return _Pending(OPS_BY_KIND["ld_mem"], loc, k=_mem_index(mm.group("m"), line))
+        return _Pending(OPS_BY_KIND["ld_imm"], loc, k=_const(rhs, line, names=False))
+    if rhs == "A":
+        return _Pending(OPS_BY_KIND["tax"], loc)
+    if rhs == "len":
+        return _Pending(OPS_BY_KIND["ldx_len"], loc)
+    if mm:
+        return _Pending(OPS_BY_KIND["ldx_mem"], loc, k=_mem_index(mm.group("m"), line))
+    return _Pending(OPS_BY_KIND["ldx_imm"], loc, k=_const(rhs, line, names=False))
+
+
+OPS_BY_KIND["ld_abs_w"] = cbpf.Cls.LD | cbpf.SIZE_BITS[4] | cbpf.ABS
+
+
+def _field_offset(rhs: str, line: _Line) -> int:
+    norm = re.sub(r"\s+", " ", rhs.replace("[ ", "[").replace(" ]", "]"))
+    m = _ARG_FIELD.match(rhs)
+    if m:
+        i = int(m.group(1))
+        if i > 5:
+            raise line.error(f"args[{i}]: a syscall has 6 arguments (args[0]..args[5])", rhs)
+        return OFF_ARGS + 8 * i + (4 if m.group(2) else 0)
+    m = _IP_FIELD.match(rhs)
+    if m:
+        return OFF_IP + (4 if m.group(1) else 0)
+    return _FIELD_OFFSETS[norm]
+
+
+def _mem_index(text: str, line: _Line) -> int:
+    try:
+        k = int(text.strip(), 0)
+    except ValueError:
+        raise line.error(f"bad scratch index '{text.strip()}'", text.strip()) from None
+    if not 0 <= k < cbpf.MEMWORDS:
+        raise line.error(f"scratch memory M[{k}] out of range (M[0]..M[15])", text.strip())
+    return k
+
+
+def _const(text: str, line: _Line, *, names: bool) -> int | str:
+    """A 32-bit constant: a number (negative numbers wrap), an ARCH_* symbol, or — where a
+    syscall number is meant (``names``) — a syscall name resolved later."""
+    t = text.strip()
+    try:
+        v = int(t, 0)
+    except ValueError:
+        if t in AUDIT_BY_SYMBOL:
+            return AUDIT_BY_SYMBOL[t]
+        if names and _IDENT.match(t):
+            qual = t.rpartition(":")[0]
+            if qual:
+                try:
+                    by_name(qual)
+                except ValueError as exc:
+                    raise line.error(str(exc), t) from None
+            return t
+        raise line.error(f"bad constant '{t}'", t) from None
+    if not -(1 << 31) <= v <= 0xFFFFFFFF:
+        raise line.error(f"constant {t} does not fit in 32 bits", t)
+    return v & 0xFFFFFFFF
+
+
+def _ret_value(text: str, line: _Line) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        try:
+            return actions.parse(text)
+        except ValueError as exc:
+            raise line.error(str(exc), text) from None
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise line.error(f"return value {text} does not fit in 32 bits", text)
+    return v
