@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import string
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,28 +14,7 @@ from sysdispatch.vm.asm import assemble, parse
 from sysdispatch.vm.isa import Insn, lddw, make
 from sysdispatch.vm.program import MAP_LOOKUP_ELEM, SECCOMP
 
-CONFORMANCE_HELPERS = frozenset({5})   # the suite's helper 5 (returns r1)
-
-
-def sections(path: Path) -> dict[str, tuple[int, str]]:
-    """``-- name`` sections of a bpf_conformance .data file: name -> (first line number, text)."""
-    out: dict[str, tuple[int, str]] = {}
-    name = None
-    for lineno, line in enumerate(path.read_text().splitlines(keepends=True), 1):
-        if line.startswith("-- "):
-            name = line[3:].strip()
-            out[name] = (lineno + 1, "")
-        elif name is not None:
-            first, text = out[name]
-            out[name] = (first, text + line)
-    return out
-
-
-def asm_of(path: Path) -> str:
-    """The ``-- asm`` text, padded so that line numbers in errors are the .data file's."""
-    first, text = sections(path).get("asm", (1, ""))
-    return "\n" * (first - 1) + text
-
+from asm_samples import CONFORMANCE_HELPERS, asm_of, sections
 
 def code(text: str, **kw) -> bytes:
     return b"".join(i.encode() for i in parse(text, **kw).insns)

@@ -1,11 +1,14 @@
-"""Representative instructions for every form in isa.SPECS, for the asm/disasm/llvm-mc tests.
+"""Shared data for the asm/disasm/llvm-mc tests: sample instructions and conformance text.
 
-Fields a form fixes take their fixed value, reserved fields are zero, and the free fields cycle
-through edge values (registers r0..r10, offsets and immediates at their limits, negatives).
+:func:`samples` builds representative instructions for every form in isa.SPECS: fields a form
+fixes take their fixed value, reserved fields are zero, and the free fields cycle through edge
+values (registers r0..r10, offsets and immediates at their limits, negatives). :func:`asm_of`
+reads the ``-- asm`` section of a bpf_conformance ``.data`` file.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from sysdispatch.vm.isa import FIELDS, LDDW_SOURCES, SPECS, Insn, OpSpec, lddw
@@ -48,3 +51,28 @@ def samples(spec: OpSpec, n: int = 6) -> list[tuple[Insn, ...]]:
 
 def all_samples(n: int = 6) -> list[tuple[OpSpec, tuple[Insn, ...]]]:
     return [(spec, slots) for spec in SPECS for slots in samples(spec, n)]
+
+
+# --- the conformance suite's .data files -------------------------------------------------------
+
+CONFORMANCE_HELPERS = frozenset({5})   # the suite's helper 5 (returns r1)
+
+
+def sections(path: Path) -> dict[str, tuple[int, str]]:
+    """``-- name`` sections of a bpf_conformance .data file: name -> (first line number, text)."""
+    out: dict[str, tuple[int, str]] = {}
+    name = None
+    for lineno, line in enumerate(path.read_text().splitlines(keepends=True), 1):
+        if line.startswith("-- "):
+            name = line[3:].strip()
+            out[name] = (lineno + 1, "")
+        elif name is not None:
+            first, text = out[name]
+            out[name] = (first, text + line)
+    return out
+
+
+def asm_of(path: Path) -> str:
+    """The ``-- asm`` text, padded so that line numbers in errors are the .data file's."""
+    first, text = sections(path).get("asm", (1, ""))
+    return "\n" * (first - 1) + text
