@@ -1,0 +1,111 @@
+"""What the container bridge needs to know about libseccomp's view of architectures.
+
+Built on :mod:`sysdispatch.seccomp.arch` (names, AUDIT_ARCH values, libseccomp tokens, the
+number <-> name tables). On top of it, two libseccomp behaviours the bridge must reproduce to
+decide exactly as a container runtime's filter does:
+
+* Multiplexers. On arches that still have ``socketcall``/``ipc`` (i386), libseccomp's own name
+  lookup gives the socket and SysV-IPC calls negative "pseudo" numbers (``-100 - call`` and
+  ``-200 - call``), and a rule for such a call lands on the direct syscall (Linux >= 4.3) *and*
+  on the multiplexer, with ``args[0] == call`` in place of any ``args[0]`` comparison.
+* Argument width. On 32-bit arches libseccomp compares only the low 32 bits of an argument (it
+  truncates a comparison's value), since the kernel zero-extends their arguments.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import pyseccomp
+
+from ..errors import PolicyError
+from ..seccomp import arch as _sa
+
+SOCKET_MUX = range(-120, -100)   # pseudo numbers of the socketcall calls: -100 - call
+IPC_MUX = range(-224, -200)      # pseudo numbers of the ipc calls: -200 - call
+# Arches on which libseccomp compares 32-bit arguments.
+ARGS_32BIT = frozenset({"i386", "x32", "arm"})
+# Go's GOARCH for an arch, as Docker profiles name arches in includes/excludes.
+GOARCH = {"x86_64": "amd64", "i386": "386", "aarch64": "arm64"}
+# libseccomp's (and OCI's SCMP_ARCH_*) name where it differs from ours.
+SCMP_NAME = {"i386": "x86"}
+
+_lib = ctypes.CDLL(pyseccomp._libseccomp_path)  # pyseccomp declares no argtypes for this one
+_lib.seccomp_syscall_resolve_name_arch.argtypes = (ctypes.c_uint32, ctypes.c_char_p)
+_lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
+
+
+def get(name: str) -> _sa.Arch:
+    try:
+        return _sa.by_name(name)
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
+
+
+def known(name: str) -> bool:
+    try:
+        _sa.by_name(name)
+        return True
+    except ValueError:
+        return False
+
+
+def canonical(name: str) -> str:
+    return get(name).name
+
+
+def native() -> str:
+    return _sa.native().name
+
+
+def token(name: str) -> int:
+    return get(name).scmp
+
+
+def scmp_name(name: str) -> str:
+    """The SCMP_ARCH_* suffix (lower case) for an arch: ``i386`` -> ``x86``."""
+    n = canonical(name)
+    return SCMP_NAME.get(n, n)
+
+
+def aliases(name: str) -> frozenset[str]:
+    """Every spelling of an arch a profile may use in includes/excludes ``arches``."""
+    a = get(name)
+    return frozenset({a.name, *a.aliases, scmp_name(a.name), GOARCH.get(a.name, a.name)})
+
+
+def resolve(arch: str, name: str) -> int:
+    """libseccomp's own lookup of ``name`` on ``arch``: negative when the arch lacks it (a pseudo
+    number, or -1 when libseccomp has never heard of the name)."""
+    return _lib.seccomp_syscall_resolve_name_arch(token(arch), name.encode())
+
+
+def name_of(arch: str, nr: int) -> str | None:
+    return get(arch).syscall_name(nr)
+
+
+def number_of(arch: str, name: str) -> int | None:
+    return get(arch).syscall_number(name)
+
+
+def multiplexer(arch: str, name: str) -> tuple[int, int] | None:
+    """``(multiplexer_nr, call)`` when libseccomp also routes ``name`` through ``socketcall`` or
+    ``ipc`` on ``arch`` (``socket`` on i386 -> (102, 1)); None otherwise."""
+    pseudo = resolve(arch, name)
+    for mux_name, rng, off in (("socketcall", SOCKET_MUX, 100), ("ipc", IPC_MUX, 200)):
+        if pseudo in rng:
+            mux_nr = resolve(arch, mux_name)
+            if mux_nr >= 0:
+                return mux_nr, -pseudo - off
+    return None
+
+
+def targets(arch: str, name: str) -> tuple[int | None, tuple[int, int] | None]:
+    """Where libseccomp puts a rule for ``name`` on ``arch``: ``(direct_nr or None,
+    (mux_nr, call) or None)``; both None when the arch lacks the syscall."""
+    return number_of(arch, name), multiplexer(arch, name)
+
+
+def arg_max(arch: str) -> int:
+    """The largest argument value libseccomp compares on ``arch``."""
+    return 0xFFFFFFFF if canonical(arch) in ARGS_32BIT else 0xFFFFFFFFFFFFFFFF
