@@ -16,15 +16,15 @@ second time with ``r0 >>= 32`` before exit, and puts the halves together; we com
 from __future__ import annotations
 
 import errno
-import importlib.util
 import random
 
 import pytest
 
 from sysdispatch.errors import MapError, SysdispatchError, VerifierError
-from sysdispatch.vm import kernel, progen
+from sysdispatch.vm import interp, kernel, maps, progen
+from sysdispatch.vm.disasm import disassemble
 from sysdispatch.vm.isa import FP, PSEUDO_MAP_FD, lddw, make
-from sysdispatch.vm.program import MAP_LOOKUP_ELEM, TAIL_CALL
+from sysdispatch.vm.program import GENERIC, MAP_LOOKUP_ELEM, SECCOMP, TAIL_CALL, Program
 
 pytestmark = pytest.mark.skipif(
     not kernel.kernel_bpf_available(),
@@ -210,11 +210,52 @@ def kernel_ops(m):
     return do
 
 
-@pytest.mark.parametrize("kind, script", [("array", ARRAY_SCRIPT), ("hash", HASH_SCRIPT)])
-def test_kernel_map_answers(kind, script):
-    with kernel.create_map(kind, 4, 8, 4 if kind == "array" else 2) as m:
+def our_ops(m):
+    def do(op, key, value=None, flags=ANY):
+        if op == "lookup":
+            out = m.lookup(key)
+            if out is None:  # ours answers None where bpf(2) fails with ENOENT
+                raise MapError("absent", errno.ENOENT)
+            return out
+        if op == "delete":
+            return m.delete(key)
+        return m.update(key, value, flags)
+    return do
+
+
+MAP_SCRIPTS = [("array", 4, ARRAY_SCRIPT), ("hash", 2, HASH_SCRIPT)]
+
+
+@pytest.mark.parametrize("kind, entries, script", MAP_SCRIPTS)
+def test_kernel_map_answers(kind, entries, script):
+    with kernel.create_map(kind, 4, 8, entries) as m:
         assert run_script(kernel_ops(m), script) == [want for _, want in script]
     assert m.fd == -1
+
+
+@pytest.mark.parametrize("kind, entries, script", MAP_SCRIPTS)
+def test_our_maps_answer_like_the_kernel(kind, entries, script):
+    with kernel.create_map(kind, 4, 8, entries) as km:
+        theirs = run_script(kernel_ops(km), script)
+    ours = run_script(our_ops(maps.create_map(kind, 4, 8, entries)), script)
+    diff = [f"{step}: kernel {k}, ours {o}" for (step, _), k, o in zip(script, theirs, ours)
+            if k != o]
+    assert not diff, "\n".join(diff)
+
+
+@pytest.mark.parametrize("geometry", [("array", 4, 8, 0), ("array", 8, 8, 1), ("hash", 4, 8, 0),
+                                      ("prog_array", 4, 8, 1), ("prog_array", 8, 4, 1),
+                                      ("array", 4, 8, 1), ("hash", 16, 1, 3),
+                                      ("prog_array", 4, 4, 2)])
+def test_map_creation_like_the_kernel(geometry):
+    def outcome(create):
+        try:
+            m = create(*geometry)
+        except MapError as exc:
+            return errno.errorcode[exc.errno]
+        getattr(m, "close", lambda: None)()
+        return "ok"
+    assert outcome(maps.create_map) == outcome(kernel.create_map)
 
 
 def test_map_ops_through_a_bare_fd_and_bad_geometry():
@@ -313,3 +354,90 @@ def test_kernel_prog_array_takes_one_program_type():
             kernel.map_delete(progs, 3)
         assert info.value.errno == errno.ENOENT
         kernel.map_delete(progs, 1)
+
+
+def our_chain(n_progs: int, slots: int, first_next: int) -> tuple[int, int]:
+    """The kernel_chain scenario on our maps and interpreter."""
+    counter = maps.create_map("array", 4, 8, 1)
+    progs = maps.create_map("prog_array", 4, 4, slots)
+    loaded = []
+    for i in range(n_progs):
+        nxt = first_next if i == 0 else i + 1
+        loaded.append(Program.load(chain_link(nxt), maps=(counter, progs), name=f"link{i}"))
+        progs.update(i, loaded[-1])
+    result = interp.run(loaded[0])
+    assert len(result.chain) == int.from_bytes(counter.lookup(0), "little")
+    return result.r0, int.from_bytes(counter.lookup(0), "little")
+
+
+@pytest.mark.parametrize("n_progs, slots, first_next, ran", TAIL_CASES)
+def test_our_tail_calls_count_like_the_kernel(n_progs, slots, first_next, ran):
+    assert our_chain(n_progs, slots, first_next) == kernel_chain(n_progs, slots, first_next)
+
+
+def prog_array_story(new_array, sock, other):
+    """Owner rule and update/delete errnos, as one list of outcomes."""
+    progs = new_array()
+    steps = [lambda: progs.update(0, sock), lambda: progs.update(1, other),
+             lambda: progs.update(1, sock), lambda: progs.update(2, sock, NOEXIST),
+             lambda: progs.update(2, sock, EXIST), lambda: progs.update(4, sock),
+             lambda: progs.delete(3), lambda: progs.delete(4), lambda: progs.delete(1),
+             lambda: progs.delete(1)]
+    out = []
+    for step in steps:
+        try:
+            step()
+            out.append("ok")
+        except MapError as exc:
+            out.append(errno.errorcode[exc.errno])
+    return out
+
+
+class _KernelProgArray:
+    """The kernel's prog array with our maps' update/delete spelling."""
+
+    def __init__(self):
+        self.m = kernel.create_map("prog_array", 4, 4, 4)
+
+    def update(self, i, prog, flags=ANY):
+        kernel.map_update(self.m, i, prog, flags)
+
+    def delete(self, i):
+        kernel.map_delete(self.m, i)
+
+
+def test_prog_array_owner_rule_like_the_kernel():
+    # The kernel's "other type" is XDP; ours is the seccomp type: both differ from the owner.
+    with kernel.load_program([mov(0, 0), make("exit")], "socket_filter") as sock, \
+            kernel.load_program([mov(0, 2), make("exit")], "xdp") as xdp:
+        theirs = prog_array_story(_KernelProgArray, sock, xdp)
+    ours = prog_array_story(lambda: maps.create_map("prog_array", 4, 4, 4),
+                            Program.load([mov(0, 0), make("exit")], prog_type=GENERIC),
+                            Program.load([mov(0, 2), make("exit")], prog_type=SECCOMP))
+    assert theirs[1] == "EINVAL"  # the rule itself, as the kernel states it
+    assert ours == theirs
+
+
+# --- random programs: the kernel and our interpreter must agree -------------------------------
+
+PROGRAMS = 400
+BATCH = 50
+
+
+@pytest.mark.parametrize("first", range(0, PROGRAMS, BATCH))
+def test_random_programs_agree_with_the_kernel(first):
+    mismatches = []
+    for seed in range(first, first + BATCH):
+        length = random.Random(seed ^ 0x5EED).randint(1, 120)
+        insns = progen.random_program(random.Random(seed), length=length)
+        program = Program.load(insns, name=f"progen-{seed}")
+        want = kernel.run_r0(insns)
+        try:
+            got = f"0x{interp.run(program).r0:x}"
+        except SysdispatchError as exc:
+            got = f"error: {exc}"
+        if got != f"0x{want:x}":
+            mismatches.append((len(insns), f"seed {seed}: kernel r0 = 0x{want:x}, ours {got}\n"
+                                            f"{disassemble(program)}"))
+    assert not mismatches, (f"{len(mismatches)} of {BATCH} programs differ; the shortest:\n"
+                            + min(mismatches)[1])
