@@ -324,7 +324,7 @@ class _Assembler:
         if t.kind == "name" and t.text in FUNC_FORMS:
             return self._llvm_xchg(c, dst, cls)
         if t.kind == "name" and t.text in MAP_SOURCES or (
-                t.kind == "num" or t.text in ("-", "+")) and self._is_ll(c):
+                t.kind == "num" or t.text in ("-", "+")) and c.toks[-1].text == "ll":
             if cls != "r":
                 raise c.error("a 64-bit load ('ll') needs a 64-bit register rN", eq)
             fields = self._lddw_value(c)
@@ -332,9 +332,6 @@ class _Assembler:
             fields["dst"] = dst
             return FORMS["lddw", "lddw", False, 8, False], fields
         return self._alu(c, "mov", dst, cls)
-
-    def _is_ll(self, c: Cursor) -> bool:
-        return c.toks[-1].text == "ll"
 
     def _llvm_fetch(self, c: Cursor, dst: int, cls: str) -> tuple[OpSpec, dict[str, int]]:
         t = c.take()
@@ -481,9 +478,10 @@ def _split_commas(c: Cursor) -> list[list[Tok]]:
             groups.append([])
         else:
             groups[-1].append(t)
-    for g, t in zip(groups, [None] + [x for x in rest if x.text == ","]):
-        if not g:
-            raise c.error("empty operand", t)
+    commas = [t for t in rest if t.text == ","]
+    for i, g in enumerate(groups):
+        if not g:   # point at the comma before the missing operand (after it, for the first)
+            raise c.error("empty operand", commas[max(i - 1, 0)])
     return groups
 
 
