@@ -502,23 +502,27 @@ def _encode(spec: OpSpec, fields: dict[str, int]) -> tuple[Insn, ...]:
 
 
 def parse(text: str, *, filename: str | None = None,
-          maps: Mapping[str, Any] | Sequence[Any] = ()) -> Assembly:
+          maps: Mapping[str, Any] | Sequence[Any] = (), origin: tuple[int, int] = (1, 1),
+          ) -> Assembly:
     """Assemble ``text`` into slots without the load-time checks of :meth:`Program.load`.
 
     For tools and tests that want the bytes of single instructions (any helper id, any jump
     offset); programs should come from :func:`assemble`.
     """
-    return _Assembler(filename, maps).run(text)
+    line, col = origin   # text embedded in a bigger file: shift so locations are that file's
+    return _Assembler(filename, maps).run("\n" * (line - 1) + " " * (col - 1) + text)
 
 
 def assemble(text: str, *, filename: str | None = None, prog_type: ProgType = GENERIC,
              maps: Mapping[str, Any] | Sequence[Any] = (), helpers: frozenset[int] | None = None,
-             name: str = "prog") -> Program:
+             name: str = "prog", origin: tuple[int, int] = (1, 1)) -> Program:
     """Assemble ``text`` and load it: a :class:`Program` whose errors point into ``text``.
 
     ``maps`` is a sequence (``map[0]``, or ``map[NAME]`` for maps with a ``name``) or a mapping
     from name to map (``map[NAME]``); ``helpers`` overrides the program type's helper whitelist.
+    ``origin`` is the (line, column) where ``text`` starts in ``filename``, for text embedded in
+    another file (a policy's asm handler): locations then count in that file.
     """
-    out = parse(text, filename=filename, maps=maps)
+    out = parse(text, filename=filename, maps=maps, origin=origin)
     return Program.load(out.insns, prog_type=prog_type, maps=out.maps, name=name,
                         source=out.source, labels=out.labels, helpers=helpers)

@@ -287,6 +287,17 @@ def test_load_errors_carry_the_source_location():
         assemble("r1 = 1\ncall 99\nexit", filename="j.s")
 
 
+def test_origin_shifts_locations_into_the_enclosing_file():
+    # e.g. asm = """r0 = 0 ... in a policy file, the text starting at line 14, column 8
+    text = "r0 = 0\n  r1 = *(u128 *)(r1 + 0)\nexit"
+    with pytest.raises(AsmError, match=r"^web\.toml:15:10: unknown memory type 'u128'"):
+        assemble(text, filename="web.toml", origin=(14, 8))
+    with pytest.raises(AsmError, match=r"^web\.toml:14:13: immediate 4294967296 out of range"):
+        assemble("r0 = 4294967296", filename="web.toml", origin=(14, 8))
+    prog = assemble("r0 = 0\nexit", filename="web.toml", origin=(14, 8))
+    assert [str(loc) for loc in prog.source] == ["web.toml:14:8", "web.toml:15:1"]
+
+
 def test_empty_text_is_an_error():
     with pytest.raises(AsmError, match=r"^e\.s: no instructions$"):
         assemble("; nothing\n\n  # here\n", filename="e.s")
