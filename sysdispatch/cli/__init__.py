@@ -16,7 +16,7 @@ import traceback
 from ..errors import SysdispatchError
 
 # Command-group modules, in the order `sysdispatch --help` lists them.
-COMMANDS = ("demo", "prog", "bench")
+COMMANDS = ("demo", "prog", "bench", "filter", "emu")
 
 EXIT_USAGE = 2
 

@@ -220,7 +220,7 @@ def _hex(v: int) -> str:
     return f"0x{v:x}"
 
 
-def _ret_text(k: int) -> str:
+def ret_text(k: int) -> str:
     """``ERRNO(1)``, ``ALLOW``, ``KILL_PROCESS``; a value whose spelling would lose bits (data on
     an action without data, unknown actions) prints as hex so it assembles back exactly."""
     if (k & actions.ACTION_FULL) in actions.NAMES:
@@ -284,7 +284,7 @@ def format_insn(pc: int, ins: CInsn, info: PcInfo, default_arch: Arch = X86_64) 
     if kind in simple:
         return simple[kind]
     if kind == "ret":
-        return "return A" if op.reg else f"return {_ret_text(k)}"
+        return "return A" if op.reg else f"return {ret_text(k)}"
     # Forms seccomp refuses; shown bpf_asm-style so a refused filter can still be looked at.
     return {"ld_abs": f"{op.name} [{k}]", "ld_ind": f"{op.name} [x + {k}]",
             "ldx_msh": f"ldxb 4*([{k}]&0xf)"}.get(kind, code_name(ins.code))
@@ -367,11 +367,13 @@ class _Line:
 
 
 def assemble(text: str, *, filename: str | None = None, arch: Arch | None = None,
-             ) -> tuple[CInsn, ...]:
+             default_arch: Arch = X86_64) -> tuple[CInsn, ...]:
     """Assemble filter text (see the module docstring) into instructions.
 
-    ``arch`` overrides a ``.arch`` line. Errors are :class:`AsmError` with file:line:col; the
-    result has passed :func:`check`, whose errors carry the location of the offending line.
+    Syscall names resolve on the architecture a path has tested for, else on ``arch``, else
+    the text's ``.arch`` line, else ``default_arch``. Errors are :class:`AsmError` with
+    file:line:col; the result has passed :func:`check`, whose errors carry the location of the
+    offending line.
     """
     pend: list[_Pending] = []
     labels: dict[str, int] = {}
@@ -408,7 +410,7 @@ def assemble(text: str, *, filename: str | None = None, arch: Arch | None = None
         pend.append(_parse_statement(stmt, line))
     if not pend:
         raise AsmError("no instructions", loc=Location(filename) if filename else None)
-    default = arch or text_arch or X86_64
+    default = arch or text_arch or default_arch
     insns = _link(pend, labels)
     where = [p.loc for p in pend]
     try:
