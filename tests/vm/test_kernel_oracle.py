@@ -273,6 +273,47 @@ def test_map_ops_through_a_bare_fd_and_bad_geometry():
     assert info.value.errno == errno.EINVAL
 
 
+def test_bad_arguments_raise_our_errors_not_python_ones():
+    with pytest.raises(MapError, match="unknown map type 'nope'"):
+        kernel.create_map("nope", 4, 8, 1)
+    with pytest.raises(MapError, match="does not fit") as info:
+        kernel.create_map("array", -1, 8, 1)
+    assert info.value.errno == errno.EINVAL
+    with kernel.create_map("array", 4, 8, 2) as m:
+        with pytest.raises(MapError, match="key 1099511627776 does not fit in 4 bytes"):
+            kernel.map_lookup(m, 1 << 40)
+        with pytest.raises(MapError, match="value .* does not fit in 8 bytes"):
+            kernel.map_update(m, 0, 1 << 64)
+        with pytest.raises(MapError) as info:
+            kernel.map_update(m, 0, 1, flags=-1)
+        assert info.value.errno == errno.EINVAL
+    with pytest.raises(kernel.KernelError, match="unknown program type 'nope'"):
+        kernel.load_program([mov(0, 0), make("exit")], "nope")
+    with kernel.load_program([mov(0, 0), make("exit")]) as prog:
+        with pytest.raises(kernel.KernelError, match="does not fit"):
+            kernel.test_run(prog, bytes(kernel.ETH_HLEN), repeat=-1)
+
+
+def read_counter_program() -> list:
+    """r0 = map[0][key 0] as a u64, or 0 when the lookup fails."""
+    return [make("stw", FP, off=-4, imm=0), make("mov", 2, FP, reg=True),
+            make("add", 2, imm=-4, reg=False), *lddw(1, 0, PSEUDO_MAP_FD),
+            make("call", imm=MAP_LOOKUP_ELEM), make("jeq", 0, off=1, imm=0, reg=False),
+            make("ldxdw", 0, 0), make("exit")]
+
+
+def test_map_references_are_relocated_to_kernel_fds():
+    with kernel.create_map("array", 4, 8, 1) as m:
+        kernel.map_update(m, 0, 0x1234_5678_9ABC)
+        # Taken from the Program's own map table ...
+        program = Program.load(read_counter_program(), maps=(m,))
+        assert kernel.run_r0(program) == 0x1234_5678_9ABC
+        # ... or given beside the instructions; index 0 is not fd 0 after relocation.
+        assert kernel.run_r0(read_counter_program(), maps=[m]) == 0x1234_5678_9ABC
+    with pytest.raises(kernel.KernelError, match="pc 3: lddw refers to map 0, 0 given"):
+        kernel.load_program(read_counter_program(), maps=[])
+
+
 # --- tail calls through a real PROG_ARRAY -----------------------------------------------------
 
 COUNTER, PROGS = 0, 1  # indices in the program's map table (lddw src=1 imm=index)
@@ -420,7 +461,7 @@ def test_prog_array_owner_rule_like_the_kernel():
 
 # --- random programs: the kernel and our interpreter must agree -------------------------------
 
-PROGRAMS = 400
+PROGRAMS = 600
 BATCH = 50
 
 
