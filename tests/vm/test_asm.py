@@ -1,4 +1,4 @@
-"""The assembler: both syntaxes, labels, ranges, error locations, and the conformance suite's text."""
+"""The assembler: both syntaxes, labels, ranges, error locations, the conformance suite's text."""
 
 from __future__ import annotations
 
@@ -251,7 +251,7 @@ def test_offsets_and_64_bit_immediates():
 
 @pytest.mark.parametrize("text,where,msg", [
     ("r0 = 1\nldxz %r0, [%r1]", "2:1", "unknown mnemonic 'ldxz'"),
-    ("        r0 = *(u32 *)(r1 + 0)\n\n  r0 = *(u33 *)(r1 + 0)", "3:10", "unknown memory type 'u33'"),
+    ("    r0 = *(u32 *)(r1 + 0)\n\n  r0 = *(u33 *)(r1 + 0)", "3:10", "unknown memory type 'u33'"),
     ("exit\n\n\n\n\n\nif r0 == 0 goto fial", "7:17", "undefined label 'fial'"),
     ("call bpf_nope\nexit", "1:6", "undefined label 'bpf_nope' (nor a helper name)"),
     ("a: exit\n  a: exit", "2:3", "duplicate label 'a' (first defined at line 1)"),
