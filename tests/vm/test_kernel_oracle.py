@@ -385,6 +385,11 @@ def test_kernel_prog_array_takes_one_program_type():
             kernel.map_update(progs, 1, xdp)
         assert info.value.errno == errno.EINVAL
         kernel.map_update(progs, 1, sock)  # the owner's type is still welcome
+        # User space may read a slot: the kernel answers the program's id (a u32), or ENOENT.
+        assert int.from_bytes(kernel.map_lookup(progs, 1), "little") > 0
+        with pytest.raises(MapError) as info:
+            kernel.map_lookup(progs, 3)
+        assert info.value.errno == errno.ENOENT
         with pytest.raises(MapError) as info:
             kernel.map_update(progs, 2, sock, NOEXIST)  # prog arrays take only BPF_ANY
         assert info.value.errno == errno.EINVAL
