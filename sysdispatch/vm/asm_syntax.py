@@ -16,9 +16,7 @@ from typing import Any
 
 from ..errors import AsmError, Location
 from . import isa
-from . import program as _program
 from .isa import NREGS, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, SPECS, SPEC_BY_NAME, OpSpec
-from .program import GENERIC
 
 # --- LLVM syntax: OpSpec.op -> operator ---------------------------------------------------------
 
@@ -79,16 +77,13 @@ TARGET_FIELD = {"ja": "off", "jcc": "off", "jcc32": "off", "ja32": "imm", "local
 def helper_ids() -> dict[str, int]:
     """Helper names -> ids, as ``call`` accepts them (``map_lookup_elem``, ``bpf_...``, upper case).
 
-    The names are the helper-id constants of :mod:`sysdispatch.vm.program`, their one home.
+    The names come from the helper table in :mod:`sysdispatch.vm.helpers`, their one home.
     """
-    table = getattr(_program, "HELPER_NAMES", None)  # {id: name}, once program.py keeps one
-    if table is None:
-        table = {v: k for k, v in vars(_program).items()
-                 if k.isupper() and type(v) is int and k not in vars(isa)
-                 and v in GENERIC.helpers}
+    from .helpers import HELPERS as table  # the helper table imports the loader, not us
+
     names: dict[str, int] = {}
-    for hid, name in table.items():
-        base = name.lower().removeprefix("bpf_")
+    for hid, helper in table.items():
+        base = helper.name.lower().removeprefix("bpf_")
         names[base] = names[f"bpf_{base}"] = hid
     return names
 

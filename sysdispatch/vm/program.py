@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..errors import EncodingError, Location, SysdispatchError
-from .isa import (CALL_HELPER, Insn, LDDW_SOURCES, OpSpec, PSEUDO_MAP_FD,
+from .isa import (CALL_HELPER, FP, Insn, LDDW_SOURCES, OpSpec, PSEUDO_MAP_FD,
                   PSEUDO_MAP_VALUE, decode_program, spec_of)
 
 
@@ -117,6 +117,7 @@ def _check(insns: tuple[Insn, ...], maps: tuple[Any, ...],
         except EncodingError as exc:
             raise exc.at(pc=pc)
         specs.append(spec)
+        _check_registers(insn, spec, pc)
         if spec.wide:
             if pc + 1 >= n:
                 raise EncodingError("lddw without its second slot", pc=pc)
@@ -145,6 +146,16 @@ def _check(insns: tuple[Insn, ...], maps: tuple[Any, ...],
         if specs[target] is None:
             raise EncodingError(f"{what} into the middle of lddw (target {target})", pc=pc)
     return tuple(specs)
+
+
+def _check_registers(insn: Insn, spec: OpSpec, pc: int) -> None:
+    """r0-r10 only, as the kernel's check_reg_arg; only memory stores may name r10 as dst."""
+    regs = [("dst", insn.dst)]
+    if (spec.reg and spec.kind != "callx") or spec.kind in ("ldx", "ldxs", "stx"):
+        regs.append(("src", insn.src))
+    for field_name, reg in regs:
+        if reg > FP:
+            raise EncodingError(f"invalid register r{reg} in {field_name}", pc=pc)
 
 
 def jump_target(pc: int, insn: Insn, spec: OpSpec) -> int | None:
