@@ -114,7 +114,7 @@ _add({name: getattr(_errno, name) for name in dir(_errno) if name.startswith("E"
 
 # Values that differ between the emulated architectures (arch/arm64/include/uapi/asm/fcntl.h
 # overrides four open flags; MAP_32BIT exists on x86 only).
-_X86 = ("x86_64", "x86", "x32")
+_X86 = ("x86_64", "i386", "x32")
 PER_ARCH: dict[str, dict[str, int]] = {
     "O_DIRECT": {**dict.fromkeys(_X86, 0o40000), "aarch64": 0o200000, "arm": 0o200000},
     "O_LARGEFILE": {**dict.fromkeys(_X86, 0o100000), "aarch64": 0o400000, "arm": 0o400000},

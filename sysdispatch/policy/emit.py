@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable, Union
 
+from ..errors import Location
 from ..vm import isa
 from ..vm.isa import Insn
 
-# Register conventions of generated code (the seccomp ctx arrives in r1 and stays there so that
-# every tail call can pass it on).
-CTX, ARG, SCRATCH, INDEX, TABLE = 1, 2, 4, 3, 2
+# Register conventions of generated code. The seccomp ctx arrives in r1; a helper call clobbers
+# r1-r5, and a tail call that falls through may be followed by another one, so generated code
+# keeps the ctx in r6 (callee-saved) and loads r1 from it before each call.
+CTX, ARG, INDEX, TABLE, SCRATCH = 6, 2, 3, 2, 4
 OFF_NR, OFF_ARCH = 0, 4
 
 
@@ -38,7 +40,8 @@ class Goto:
     target: str
 
 
-Item = Union[Insn, Label, Goto]
+# A Location sets the source of the instructions after it (None: unknown from here on).
+Item = Union[Insn, Label, Goto, Location, None]
 
 
 def fits_imm(value: int) -> bool:
@@ -68,9 +71,16 @@ def ret(value: int) -> list[Item]:
     return [isa.make("mov32", 0, imm=value & 0xFFFFFFFF, reg=False), isa.make("exit")]
 
 
-def link(items: Iterable[Item]) -> tuple[list[Insn], dict[int, str]]:
-    """Resolve labels: the instructions and ``{pc: label}``. ValueError on a bad label (a bug in
-    the generator, never a user mistake)."""
+@dataclass(frozen=True, slots=True)
+class Linked:
+    insns: list[Insn]
+    labels: dict[int, str]                # pc -> label
+    source: list[Location | None]         # pc -> where in the policy the slot comes from
+
+
+def link(items: Iterable[Item]) -> Linked:
+    """Resolve labels into offsets. ValueError on a bad label (a bug in the generator, never a
+    user mistake)."""
     items = list(items)
     where: dict[str, int] = {}
     pc = 0
@@ -79,10 +89,15 @@ def link(items: Iterable[Item]) -> tuple[list[Insn], dict[int, str]]:
             if it.name in where:
                 raise ValueError(f"label '{it.name}' defined twice")
             where[it.name] = pc
-        else:
+        elif it is not None and not isinstance(it, Location):
             pc += 1
     out: list[Insn] = []
+    source: list[Location | None] = []
+    loc: Location | None = None
     for it in items:
+        if it is None or isinstance(it, Location):
+            loc = it
+            continue
         if isinstance(it, Label):
             continue
         if isinstance(it, Goto):
@@ -91,7 +106,8 @@ def link(items: Iterable[Item]) -> tuple[list[Insn], dict[int, str]]:
             out.append(replace(it.insn, off=where[it.target] - len(out) - 1))
         else:
             out.append(it)
+        source.append(loc)
     labels: dict[int, str] = {}
     for name, at in where.items():
         labels.setdefault(at, name)
-    return out, labels
+    return Linked(out, labels, source)

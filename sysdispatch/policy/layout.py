@@ -37,11 +37,12 @@ def slot_count(table: Table, arch: str | None = None) -> int:
 
 
 def array_name(policy: Policy, table: str, arch: str | None = None) -> str:
-    """How a jump table is named in paths and listings: ``syscalls`` for a policy with one
-    architecture, ``syscalls@x32`` when an nr table exists once per architecture."""
+    """How a jump table is named in paths, listings and disassembly (``map[NAME]``): ``syscalls``
+    for a policy with one architecture, ``syscalls_x32`` when an nr table exists once per
+    architecture."""
     if arch is None or len(policy.arches) == 1:
         return table
-    return f"{table}@{arch}"
+    return f"{table}_{arch}"
 
 
 def arch_of(policy: Policy, arch: int, nr: int) -> str | None:

@@ -7,7 +7,7 @@ The format
 ==========
 
 ``[policy]`` — ``name`` (default: the file's stem), ``description``, ``arches`` (libseccomp names:
-``x86_64``, ``x86`` (alias ``i386``), ``x32``, ``aarch64``, ...; default ``["x86_64"]``),
+``x86_64``, ``i386`` (alias ``x86``), ``x32``, ``aarch64``, ...; default ``["x86_64"]``),
 ``default`` (required: what an empty syscall slot does), ``bad_arch`` (for an architecture not
 listed; default ``kill_process``; a return action, never a tail call).
 
@@ -157,6 +157,14 @@ class _Reader:
 
         maps = {n: self.map_decl(n, m) for n, m in doc.get("maps", {}).items()}
         raw_tables = doc.get("tables", {})
+        # Maps and tables are both maps to a program (``map[NAME]`` in assembly): one namespace.
+        for section, names in (("maps", maps), ("tables", raw_tables)):
+            for n in names:
+                if not n.isidentifier():
+                    raise self.fail((section, n), f"'{n}' is not a valid {section[:-1]} name "
+                                    f"(letters, digits and _)", key=True)
+                if section == "tables" and n in maps:
+                    raise self.fail((section, n), f"table '{n}' has the name of a map", key=True)
         for n, t in raw_tables.items():
             if not isinstance(t, dict):
                 raise self.fail(("tables", n), f"table '{n}' must be a table, not {_tname(t)}")

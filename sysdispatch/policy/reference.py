@@ -31,6 +31,7 @@ class RefResult:
     path: tuple[str, ...]         # ("syscall_entry", "tail_call syscalls[257]", "openat_rules")
     tail_calls: int               # tail calls that reached a program (len(path) programs - 1)
     handler: str | None           # the last handler that ran; None when only the entry ran
+    attempts: int = 0             # the kernel's tail-call counter (empty in-range slots count)
 
 
 def evaluate(policy: Policy, data: SeccompData) -> RefResult:
@@ -50,7 +51,8 @@ class _Run:
         self.handler: str | None = None
 
     def result(self, ret: int) -> RefResult:
-        return RefResult(ret & 0xFFFFFFFF, tuple(self.path), self.reached, self.handler)
+        return RefResult(ret & 0xFFFFFFFF, tuple(self.path), self.reached, self.handler,
+                         self.count)
 
     def entry(self) -> RefResult:
         pol = self.policy

@@ -175,6 +175,9 @@ ERRORS = [
     ("[policy]\ndefault = 'allow'\n[extra]\n", "demo.toml:3:2: unknown key 'extra' in the policy file"),
     ("handlers = 3\n[policy]\ndefault = 'allow'\n", "demo.toml:1:12: 'handlers' must be a table"),
     ("[maps]\n", "demo.toml:1:1: missing [policy] section"),
+    (_with('[tables.families]', '[tables."fam ilies"]'),
+     "demo.toml:21:9: 'fam ilies' is not a valid table name"),
+    (_with('[tables.families]', '[tables.opens]'), "demo.toml:21:9: table 'opens' has the name of a map"),
 ]
 
 

@@ -52,7 +52,7 @@ def sd(nr, *args, arch=0xC000003E):
 def test_rules_in_order_and_default(pol):
     r = evaluate(pol, sd(257, 3, 0, 0o100))
     assert r.ret == actions.ERRNO | 13 and r.handler == "openat_rules" and r.tail_calls == 1
-    assert r.path == ("syscall_entry", "tail_call syscalls@x86_64[257]", "openat_rules")
+    assert r.path == ("syscall_entry", "tail_call syscalls_x86_64[257]", "openat_rules")
     assert evaluate(pol, sd(257, 0xFFFFFF9C, 0, 8)).ret == actions.TRAP | 2
     assert evaluate(pol, sd(257, 0xFFFFFFFFFFFFFF9C, 0, 8)).ret == actions.KILL_THREAD  # 64-bit
     assert evaluate(pol, sd(257, 0xFFFFFF9C, 0, 7)).ret == actions.KILL_THREAD
@@ -64,7 +64,7 @@ def test_empty_slot_and_arches(pol):
     r = evaluate(pol, sd(0))
     assert r.ret == actions.ALLOW and r.path == ("syscall_entry",) and r.handler is None
     assert evaluate(pol, sd(101)).ret == actions.LOG
-    assert evaluate(pol, sd(X32 | 257, 0, 0, 0o100)).path[1] == "tail_call syscalls@x32[257]"
+    assert evaluate(pol, sd(X32 | 257, 0, 0, 0o100)).path[1] == "tail_call syscalls_x32[257]"
     for arch in (AUDIT_ARCH_I386, AUDIT_ARCH_AARCH64, 0):
         r = evaluate(pol, sd(257, arch=arch))
         assert r.ret == actions.ERRNO | 1 and r.path == ("syscall_entry",)
@@ -85,7 +85,7 @@ def test_x32_calls_are_bad_arch_for_an_x86_64_policy():
 def test_nested_table(pol):
     r = evaluate(pol, sd(41, 1))
     assert r.ret == actions.TRACE | 1 and r.tail_calls == 2 and r.handler == "trace(1)"
-    assert r.path == ("syscall_entry", "tail_call syscalls@x86_64[41]", "by_family",
+    assert r.path == ("syscall_entry", "tail_call syscalls_x86_64[41]", "by_family",
                       "tail_call families[1]", "trace(1)")
     r = evaluate(pol, sd(41, 10))
     assert r.ret == actions.ERRNO | 97 and r.path[-1] == "by_family"

@@ -1,0 +1,225 @@
+"""A policy loaded on the BPF machine: decide a verdict per syscall, swap table slots live.
+
+:class:`LoadedPolicy` holds a compiled policy (compile.py) and runs ``syscall_entry`` on a
+:class:`~sysdispatch.seccomp.data.SeccompData` with the chosen engine: ``interp`` (the
+interpreter), ``jit`` (sysdispatch.vm.jit, when present) — both run the real programs and tail
+calls — or ``reference`` (the model evaluated directly, no BPF; rules handlers only).
+
+The verdict cache: when every program a dispatch ran depends only on (arch, nr) (purity.py: no
+argument read, no data map, no helper but tail_call), its Decision is remembered per (arch, nr).
+:meth:`set_slot` swaps a PROG_ARRAY slot — one list item, atomic under the GIL, so a dispatch in
+another thread sees the old or the new handler — and then empties the cache. A dispatch that ran
+while a swap happened never stores its result: the cache has a generation number, read before
+the run and compared under the lock when storing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import MapError, PolicyError
+from ..seccomp import actions
+from ..seccomp.data import SeccompData
+from ..vm.helpers import Host
+from ..vm.maps import ProgArray
+from . import _arch, constants, layout, reference
+from .compile import ENTRY, Compiled, compile_policy, put_slot
+from .model import Handler, Policy
+from .parse import load as load_policy
+from .purity import depends_only_on_arch_nr
+
+ENGINES = ("interp", "jit", "reference")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict for one syscall and how it was reached."""
+
+    ret: int                     # the 32-bit seccomp return value
+    path: tuple[str, ...]        # ("syscall_entry", "tail_call syscalls[257]", "openat_rules")
+    tail_calls: int              # tail calls that reached a program
+    handler: str | None          # the last handler that ran (None: only syscall_entry)
+    attempts: int = 0            # the kernel's tail-call counter (empty in-range slots count)
+    cached: bool = False
+
+    @property
+    def verdict(self) -> actions.Verdict:
+        return actions.Verdict(self.ret)
+
+    def describe(self) -> str:
+        """``syscall_entry -> tail_call syscalls[257] -> openat_rules -> return ERRNO(13)``."""
+        return " -> ".join(self.path + (f"return {actions.describe(self.ret)}",))
+
+
+def _engine(name: str) -> Callable:
+    if name == "interp":
+        from ..vm.interp import run
+        return run
+    if name == "jit":
+        try:
+            from ..vm.jit import run  # type: ignore[attr-defined]
+        except ImportError:
+            raise PolicyError("the JIT engine is not available in this build "
+                              "(sysdispatch.vm.jit)") from None
+        return run
+    raise PolicyError(f"unknown engine '{name}' (choose from {', '.join(ENGINES)})")
+
+
+class LoadedPolicy:
+    """A compiled policy ready to dispatch. Build with :meth:`from_file` or from a model."""
+
+    def __init__(self, policy: Policy, *, engine: str = "interp", cache: bool = True,
+                 host: Host | None = None, verify: bool = True) -> None:
+        if engine not in ENGINES:
+            raise PolicyError(f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
+        self.policy = policy
+        self.engine = engine
+        self.compiled: Compiled = compile_policy(policy, verify=verify)
+        self._run = None if engine == "reference" else _engine(engine)
+        # The engines take the loaded Program (the verifier has checked it at compile time).
+        self._entry = self.compiled.program(ENTRY)
+        self._verify = verify
+        self.host = host or Host()
+        self.use_cache = cache and engine != "reference"
+        self._cache: dict[tuple[int, int], Decision] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._where = {id(a): key for key, a in self.compiled.arrays.items()}
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kw: Any) -> "LoadedPolicy":
+        return cls(load_policy(path), **kw)
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def decide(self, data: SeccompData) -> Decision:
+        """Run the policy for one syscall."""
+        key = (data.arch & 0xFFFFFFFF, data.nr & 0xFFFFFFFF)
+        if self.use_cache:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+        if self._run is None:
+            r = reference.evaluate(self.policy, data)
+            return Decision(r.ret, r.path, r.tail_calls, r.handler, r.attempts)
+        generation = self._generation
+        res = self._run(self._entry, ctx=data.pack(), host=self.host)
+        chain = tuple(getattr(p, "program", p) for p in res.chain)
+        decision = Decision(res.r0 & 0xFFFFFFFF, self._path(chain, data), len(chain) - 1,
+                            chain[-1].name if len(chain) > 1 else None, res.tail_calls)
+        if self.use_cache and all(depends_only_on_arch_nr(p) for p in chain):
+            with self._lock:
+                if self._generation == generation:
+                    self._cache[key] = Decision(decision.ret, decision.path, decision.tail_calls,
+                                                decision.handler, decision.attempts, cached=True)
+        return decision
+
+    def _path(self, chain: tuple, data: SeccompData) -> tuple[str, ...]:
+        """Name the tail call that led to each program of the chain: the jump table the previous
+        program refers to whose slot (at the index this call's data gives) holds it."""
+        path = [ENTRY]
+        arch = layout.arch_of(self.policy, data.arch & 0xFFFFFFFF, data.nr & 0xFFFFFFFF)
+        for prev, prog in zip(chain, chain[1:]):
+            label = "tail_call ?"
+            for m in getattr(prev, "maps", ()):
+                where = self._where.get(id(m))
+                if where is None:
+                    continue
+                table, tarch = where
+                t = self.policy.tables[table]
+                if t.index == "nr":
+                    if tarch != arch:
+                        continue
+                    index = layout.slot_index(tarch, data.nr)
+                else:
+                    index = data.args[t.arg] & 0xFFFFFFFFFFFFFFFF
+                if index < len(m.slots) and getattr(m.slots[index], "program", m.slots[index]) is prog:
+                    label = f"tail_call {m.name}[{index}]"
+                    break
+            path += [label, prog.name]
+        return tuple(path)
+
+    # --- live updates ---------------------------------------------------------------------------
+
+    def set_slot(self, table: str, key: int | str, handler: str | None, *,
+                 arch: str | None = None) -> None:
+        """Point slot ``key`` of ``table`` at ``handler`` (a handler name or an action literal;
+        None empties the slot), atomically. For an nr table ``key`` is a syscall name or number
+        and the update applies to ``arch`` or to every architecture of the policy."""
+        pol = self.policy
+        if table not in pol.tables:
+            raise PolicyError(f"no table '{table}' (tables: {', '.join(pol.tables)})")
+        t = pol.tables[table]
+        program = None if handler is None else self._handler_program(handler)
+        targets: list[tuple[ProgArray, int, str | None]] = []
+        if t.index == "nr":
+            for a in ([_arch.canonical(arch)] if arch else pol.arches):
+                if a not in pol.arches:
+                    raise PolicyError(f"architecture '{a}' is not one of the policy's")
+                nr = _syscall(a, key)
+                if nr is not None:
+                    targets.append((self.compiled.arrays[(table, a)], layout.slot_index(a, nr), a))
+            if not targets:
+                raise PolicyError(f"'{key}' is not a syscall on {', '.join(pol.arches)}")
+        else:
+            index = key if isinstance(key, int) else constants.lookup(key, pol.arches)
+            targets.append((self.compiled.arrays[(table, None)], index, None))
+        with self._lock:
+            for array, index, a in targets:
+                try:
+                    if program is None:
+                        if array.get(index) is not None:
+                            array.delete(index)
+                        self.compiled.slots[(table, a)].pop(index, None)
+                    else:
+                        put_slot(array, index, program)
+                        self.compiled.slots[(table, a)][index] = name_of(program)
+                except MapError as exc:
+                    raise PolicyError(f"table '{array.name}' slot {index}: {exc.message}") from None
+            self._generation += 1
+            self._cache = {}
+
+    def _handler_program(self, name: str):
+        if name in self.compiled.handlers:
+            return self.compiled.handlers[name]
+        # An action literal makes a one-line handler, as in a policy file.
+        from .parse import _Reader  # the one place that reads action literals
+        reader = _Reader({}, _NoLocator(), self.policy.path or "<policy>")
+        reader.indexes = {n: t.index for n, t in self.policy.tables.items()}
+        reader.arches = self.policy.arches
+        try:
+            act = reader.action(name, ())
+        except PolicyError:
+            raise PolicyError(f"'{name}' is neither a handler of the policy nor an action") from None
+        h = Handler(act.literal, "rules", default=act, synthetic=True)
+        from .compile import _Generator
+        gen = _Generator(self.policy, self.compiled.arrays, self.compiled.maps)
+        prog = gen.finish(gen.handler(h), self._verify)
+        self.compiled.handlers[h.name] = prog
+        self.policy.handlers[h.name] = h
+        return prog
+
+
+def name_of(program: Any) -> str:
+    return getattr(program, "program", program).name
+
+
+class _NoLocator:
+    """Locations for text that does not come from a file (live updates)."""
+
+    def value(self, path):
+        return None
+
+    key = value
+
+
+def _syscall(arch: str, key: int | str) -> int | None:
+    if isinstance(key, int):
+        return key
+    try:
+        return int(key, 0)
+    except ValueError:
+        return _arch.syscall_number(arch, key)
