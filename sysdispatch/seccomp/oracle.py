@@ -25,7 +25,8 @@ What the method cannot tell apart (so :func:`observable` maps both sides onto on
 ALLOW vs LOG; TRACE(sentinel) vs ALLOW; KILL_THREAD vs KILL_PROCESS vs an unknown action;
 USER_NOTIF with no listener vs ERRNO(ENOSYS); ERRNO(n > 4095) vs ERRNO(4095) (the kernel caps
 it: that is the point). An action above TRACE that is not ALLOW/LOG (an unknown 0x7ffe0000)
-also hides behind the sentinel: test those without a sentinel (``sentinel=None``).
+also hides behind the sentinel: test those without a sentinel (``sentinel=None``; the syscall
+then really runs when allowed, so pick a harmless one whose result is positive, e.g. getppid).
 
 This module sits in the seccomp layer because it answers seccomp questions; it needs the ptrace
 layer, which it imports lazily (the only upward import of the seccomp layer, on purpose).
@@ -86,8 +87,6 @@ def observable(ret: int, *, sentinel: int | None = DEFAULT_SENTINEL) -> Outcome:
     if act in (actions.ALLOW, actions.LOG):
         return Outcome("allow")
     if act == actions.TRACE:
-        if sentinel is None:  # no tracer option is set without a sentinel: TRACE -> ENOSYS
-            return Outcome("errno", _errno.ENOSYS)
         return Outcome("allow") if data == sentinel else Outcome("trace", data)
     if act == actions.ERRNO:
         return Outcome("errno", min(data, actions.MAX_ERRNO))
@@ -191,7 +190,7 @@ def _observe(pt, pid: int, sys_seccomp: int, n_installs: int, first_test: int,
                     and os.WTERMSIG(status) == signal.SIGSYS:
                 return Outcome("kill")
             if exit_rval is not None:
-                return Outcome("errno", -exit_rval)
+                return _returned(exit_rval)
             how = (f"exited with {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
                    else f"was killed by signal {os.WTERMSIG(status)}")
             raise OracleError(f"child {how} before the test syscall completed")
@@ -201,7 +200,7 @@ def _observe(pt, pid: int, sys_seccomp: int, n_installs: int, first_test: int,
             # else (the next syscall) means the syscall simply failed with -errno.
             if sig == signal.SIGSYS:
                 return Outcome("trap", pt.getsiginfo(pid).errno)
-            return Outcome("errno", -exit_rval)
+            return _returned(exit_rval)
         if sig == pt.SYSCALL_STOP:
             info = pt.get_syscall_info(pid)
             if info.op == pt.PTRACE_SYSCALL_INFO_ENTRY:
@@ -241,6 +240,13 @@ def _observe(pt, pid: int, sys_seccomp: int, n_installs: int, first_test: int,
             pt.syscall(pid)  # the sentinel caught one of the child's own syscalls: let it run
         else:
             pt.syscall(pid, sig)  # pass other signals on
+
+
+def _returned(rval: int) -> Outcome:
+    """A syscall that came back: -errno, or (only without a sentinel, when the syscall really
+    ran) a positive result. Without a sentinel, test with a syscall whose success value is
+    positive (getppid), so that running is told apart from ERRNO(0)."""
+    return Outcome("allow") if rval > 0 else Outcome("errno", -rval)
 
 
 def _reap(pid: int) -> None:

@@ -8,7 +8,8 @@ convertible to eBPF exactly as the kernel converts it) or an eBPF program of the
 
 Installing is limited like the kernel's ``seccomp_attach_filter``: the instructions on the path
 through all filters, counting 4 extra per earlier filter, may not exceed 32768
-(MAX_INSNS_PER_PATH, 256 KiB of ``sock_filter``), else ENOMEM.
+(MAX_INSNS_PER_PATH), else ENOMEM. The kernel counts the *converted* eBPF instructions
+(``prog->len`` after bpf_convert_filter), not the classic ones; a test asks the kernel.
 
 :func:`load_filter` maps a path to a filter by its suffix: the extension point for other kinds
 of filter files (a policy compiler registers its suffix with :func:`register_loader`).
@@ -58,6 +59,10 @@ class Filter:
     def __len__(self) -> int:
         raise NotImplementedError
 
+    def kernel_len(self) -> int:
+        """How many instructions the kernel counts for this filter (eBPF, after conversion)."""
+        raise NotImplementedError
+
     def run(self, data: SeccompData) -> FilterRun:
         raise NotImplementedError
 
@@ -85,6 +90,9 @@ class ClassicFilter(Filter):
 
     def bytes(self) -> bytes:
         return cbpf.encode(self.insns)
+
+    def kernel_len(self) -> int:
+        return len(self.converted.program)
 
     def run(self, data: SeccompData) -> FilterRun:
         r = cbpf.run(self.kernel, data.pack())
@@ -116,6 +124,9 @@ class EbpfFilter(Filter):
         self.program = program
 
     def __len__(self) -> int:
+        return len(self.program)
+
+    def kernel_len(self) -> int:
         return len(self.program)
 
     def run(self, data: SeccompData) -> FilterRun:
@@ -162,10 +173,10 @@ class FilterStack:
 
     def add(self, f: Filter) -> None:
         """Install ``f`` on top, refusing what seccomp_attach_filter refuses (ENOMEM)."""
-        total = len(f) + sum(len(g) + PER_FILTER_PENALTY for g in self.filters)
+        total = f.kernel_len() + sum(g.kernel_len() + PER_FILTER_PENALTY for g in self.filters)
         if total > MAX_INSNS_PER_PATH:
             raise VerifierError(
-                f"installing this filter makes {total} instructions on the path through all "
+                f"installing this filter makes {total} eBPF instructions on the path through all "
                 f"filters (4 extra per earlier filter), over the kernel's {MAX_INSNS_PER_PATH} "
                 f"(it refuses with ENOMEM)", loc=Location(f.name))
         self.filters.append(f)
