@@ -85,7 +85,7 @@ class Host:
 
     clock: Callable[[], int] = time.monotonic_ns
     pid_tgid: Callable[[], int] = _default_pid_tgid
-    random: Callable[[], int] = field(default_factory=lambda: _random_u32(random.Random()))
+    random: Callable[[], int] = field(default_factory=lambda: _SHARED_RANDOM)
     events: list = field(default_factory=list)
 
     @classmethod
@@ -100,6 +100,10 @@ class Host:
 
 def _random_u32(rng: random.Random) -> Callable[[], int]:
     return lambda: rng.getrandbits(32)
+
+
+# Seeding a Random from the OS costs microseconds: every default Host shares this one.
+_SHARED_RANDOM = _random_u32(random.Random())
 
 
 class TailCall(Exception):
@@ -177,23 +181,32 @@ def _get_current_pid_tgid(env: Env, *_regs: int) -> int:
     return env.host.pid_tgid() & M64
 
 
-def _tail_call(env: Env, r1: int, r2: int, r3: int, r4: int, r5: int) -> None:
-    # kernel/bpf/core.c, JMP_TAIL_CALL: the index is a u32; out of range, or the count used up,
-    # or an empty slot: carry on after the call. The count grows before the slot is read.
-    m = map_at(r2, "r2")
+def tail_call_target(env: Env, map_addr: int, index: int) -> Program | None:
+    """Where ``bpf_tail_call(ctx, map, index)`` goes: the program to enter, or None to fall
+    through. Counts the call in ``env.tail_calls`` as the kernel does.
+
+    kernel/bpf/core.c, JMP_TAIL_CALL: the index is a u32; out of range -> fall through; count
+    already at MAX_TAIL_CALL_CNT -> fall through; count += 1 (before the slot is read, so an empty
+    slot uses up a call); empty slot -> fall through.
+    """
+    m = map_at(map_addr, "r2")
     if not isinstance(m, ProgArray):
         raise VmError(f"tail_call through {m.type_name} map '{m.name}', not a prog_array")
-    index = r3 & 0xFFFF_FFFF
+    index &= 0xFFFF_FFFF
     slots = m.slots
     if index >= len(slots):
         return None
     if env.tail_calls >= MAX_TAIL_CALL_CNT:
         return None
     env.tail_calls += 1
-    program = slots[index]  # read exactly once: a concurrent update is seen whole or not at all
-    if program is None:
-        return None
-    raise TailCall(program)
+    return slots[index]  # read exactly once: a concurrent update is seen whole or not at all
+
+
+def _tail_call(env: Env, r1: int, r2: int, r3: int, r4: int, r5: int) -> None:
+    program = tail_call_target(env, r2, r3)
+    if program is not None:
+        raise TailCall(program)
+    return None  # r0 untouched, as the kernel's interpreter leaves it
 
 
 # trace_printk conversions the kernel accepts (kernel/bpf/helpers.c, bpf_bprintf_prepare):

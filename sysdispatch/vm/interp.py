@@ -27,17 +27,16 @@ and the loop handles them with explicit frames, never by recursing: a 33-deep ta
 from __future__ import annotations
 
 import re
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import EncodingError, SysdispatchError, VmError
 from . import semantics as sem
-from .helpers import HELPERS, Env, Helper, Host, TailCall, Unwind
+from .helpers import HELPERS, Env, Helper, Host, TailCall, Unwind, tail_call_target
 from .isa import FP, MAX_CALL_FRAMES, NREGS, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, lddw_value
 from .maps import ArrayMap, Map
 from .memory import CTX_BASE, PACK, SIZE_MASK, UNPACK, Memory
-from .program import Program, jump_target
+from .program import TAIL_CALL, Program, jump_target
 
 DEFAULT_MAX_STEPS = 1_000_000
 M64 = sem.M64
@@ -59,22 +58,29 @@ class RunResult:
     chain: tuple[Program, ...]
     tail_calls: int
 
-
-# --- control signals (internal: the loop catches them) -------------------------------------------
-
-class _Exit(Exception):
-    pass
-
-
-_EXIT = _Exit()
+    def __repr__(self) -> str:
+        names = " -> ".join(p.name for p in self.chain)
+        return (f"RunResult(r0=0x{self.r0:x}, steps={self.steps}, chain=[{names}], "
+                f"tail_calls={self.tail_calls})")
 
 
-class _Call(Exception):
-    __slots__ = ("target", "ret")
+# --- control signals ----------------------------------------------------------------------------
+# Instructions that leave the straight line return a negative "pc" the loop dispatches on; what
+# they need (the call target) waits in the run's Env. Cheaper than exceptions: one compare per
+# instruction against ~400 ns for a raise.
 
-    def __init__(self, target: int, ret: int) -> None:
-        self.target = target
-        self.ret = ret
+EXIT, CALL, TAIL = -1, -2, -3
+
+
+class _RunEnv(Env):
+    """The helpers' Env plus where control instructions leave their operand for the loop."""
+
+    __slots__ = ("call", "next")
+
+    def __init__(self, mem: Memory, host: Host) -> None:
+        super().__init__(mem, host)
+        self.call: tuple[int, int] = (0, 0)   # (target pc, return pc) of a local call
+        self.next: Program | None = None      # the program a tail call enters
 
 
 # --- closure factories, generated once from the semantics tables ---------------------------------
@@ -203,15 +209,28 @@ def _mk_ja(tgt: int) -> Callable:
 
 def _mk_exit() -> Callable:
     def f(r):
-        raise _EXIT
+        return EXIT
     return f
 
 
 def _mk_local_call(target: int, ret: int) -> Callable:
-    signal = _Call(target, ret)
+    where = (target, ret)
 
     def f(r):
-        raise signal
+        r[ENV_SLOT].call = where
+        return CALL
+    return f
+
+
+def _mk_tail_call(nxt: int) -> Callable:
+    # The kernel's checks live in helpers.tail_call_target; the interpreter only switches code.
+    def f(r):
+        env = r[ENV_SLOT]
+        program = tail_call_target(env, r[2], r[3])
+        if program is None:
+            return nxt  # falls through; r0 untouched, as in the kernel's interpreter
+        env.next = program
+        return TAIL
     return f
 
 
@@ -324,6 +343,8 @@ def _compile_one(program: Program, pc: int, table: dict[int, Helper]) -> Callabl
         return _ATOMIC[(op, spec.size)](dst, src, off, nxt)
     if kind == "call":
         helper = table.get(insn.imm)
+        if helper is not None and helper.impl is HELPERS[TAIL_CALL].impl:
+            return _mk_tail_call(nxt)
         return _mk_helper(helper, nxt) if helper is not None else _mk_missing_helper(insn.imm)
     if kind == "local_call":
         return _mk_local_call(jump_target(pc, insn, spec), nxt)
@@ -334,8 +355,10 @@ def _compile_one(program: Program, pc: int, table: dict[int, Helper]) -> Callabl
     raise EncodingError(f"no interpreter support for '{spec.name}'")  # a new OpSpec kind
 
 
-# Per program: (helper table it was compiled for, code). Weak, so programs can go away.
-_CACHE: "weakref.WeakKeyDictionary[Program, tuple[dict, list]]" = weakref.WeakKeyDictionary()
+# The compiled code is kept on the program itself (its __dict__, outside the dataclass fields),
+# with the helper table it was compiled for: it lives and dies with the program, and finding it
+# is one dict lookup.
+_CACHE_ATTR = "_interp_code"
 
 
 def compile_program(program: Program, helpers: dict[int, Helper] | None = None) -> list[Callable]:
@@ -345,7 +368,7 @@ def compile_program(program: Program, helpers: dict[int, Helper] | None = None) 
     can run: registers above r10, writes to r10, map references that are not vm maps.
     """
     table = HELPERS if helpers is None else helpers
-    cached = _CACHE.get(program)
+    cached = program.__dict__.get(_CACHE_ATTR)
     if cached is not None and cached[0] is table:
         return cached[1]
     n = len(program)
@@ -359,7 +382,7 @@ def compile_program(program: Program, helpers: dict[int, Helper] | None = None) 
         except SysdispatchError as exc:
             raise program.error(exc, pc) from None
     code.append(_mk_fault("execution ran past the last instruction (no exit)"))
-    _CACHE[program] = (table, code)
+    program.__dict__[_CACHE_ATTR] = (table, code)
     return code
 
 
@@ -414,7 +437,7 @@ def run(program: Program, ctx: Any = None, *, host: Host | None = None, mem: Any
     """
     table = HELPERS if helpers is None else helpers
     memory = Memory()
-    env = Env(memory, host if host is not None else Host())
+    env = _RunEnv(memory, host if host is not None else Host())
     r: list = [0] * NREGS + [memory, env]
     _setup(program, ctx, mem, memory, r)
     r[FP] = memory.stack(0).end
@@ -428,31 +451,37 @@ def run(program: Program, ctx: Any = None, *, host: Host | None = None, mem: Any
     try:
         while True:
             try:
-                while steps < max_steps:
-                    steps += 1
+                for steps in range(steps + 1, max_steps + 1):
                     pc = code[pc](r)
-                raise VmError(f"instruction budget of {max_steps} steps used up "
-                              "(an endless loop?)")
-            except _Exit:
+                    if pc < 0:
+                        break
+                else:
+                    raise VmError(f"instruction budget of {max_steps} steps used up "
+                                  "(an endless loop?)")
+            except TailCall as tail:  # raised by a helper from a caller-given table
+                env.next = tail.program
+                pc = TAIL
+            if pc == EXIT:
                 if not frames:
                     break
                 memory.drop_stack(len(frames))
                 code, current, pc, r[6], r[7], r[8], r[9], r[10] = frames.pop()
-            except _Call as call:
-                depth = len(frames) + 1
-                if depth >= MAX_CALL_FRAMES:
-                    raise VmError(f"call nested deeper than {MAX_CALL_FRAMES} frames") from None
-                frames.append((code, current, call.ret, r[6], r[7], r[8], r[9], r[10]))
-                r[FP] = memory.stack(depth).end
-                pc = call.target
-            except TailCall as tail:
-                current = tail.program
+            elif pc == TAIL:
+                current = env.next
                 code = compile_program(current, table)
                 chain.append(current)
                 pc = 0
-            except Unwind as unwind:
-                r[0] = unwind.value & M64
-                break
+            else:  # CALL
+                target, ret = env.call
+                depth = len(frames) + 1
+                if depth >= MAX_CALL_FRAMES:
+                    pc = ret - 1
+                    raise VmError(f"call nested deeper than {MAX_CALL_FRAMES} frames")
+                frames.append((code, current, ret, r[6], r[7], r[8], r[9], r[10]))
+                r[FP] = memory.stack(depth).end
+                pc = target
+    except Unwind as unwind:
+        r[0] = unwind.value & M64
     except SysdispatchError as exc:
         if len(chain) > 1 or frames:
             exc.at(context=f"program '{current.name}'")
