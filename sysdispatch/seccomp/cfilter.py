@@ -29,7 +29,7 @@ exact.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..errors import AsmError, Location, SysdispatchError, VerifierError
@@ -254,11 +254,32 @@ def _operand(ins: CInsn, op: cbpf.ClassicOp, info: PcInfo, arch: Arch) -> str:
     return _hex(k)
 
 
+def _used_fields(op: cbpf.ClassicOp) -> tuple[str, ...]:
+    """The sock_filter fields an instruction form reads (the kernel ignores the others)."""
+    if op.kind == "jcc":
+        return ("jt", "jf") if op.reg else ("jt", "jf", "k")
+    if op.kind in ("neg", "tax", "txa", "ld_len", "ldx_len") or op.reg:
+        return ()
+    return ("k",)
+
+
+def _unused_nonzero(ins: CInsn, op: cbpf.ClassicOp) -> str:
+    """`` {k=0x7}`` for fields the form ignores but the bytes set, so text keeps every bit."""
+    used = _used_fields(op)
+    extra = [f"{f}={_hex(getattr(ins, f))}" for f in ("jt", "jf", "k")
+             if f not in used and getattr(ins, f)]
+    return f" {{{', '.join(extra)}}}" if extra else ""
+
+
 def format_insn(pc: int, ins: CInsn, info: PcInfo, default_arch: Arch = X86_64) -> str:
     """The readable text of one instruction (without the ``NNNN: code jt jf k`` prefix)."""
     op = OPS.get(ins.code) or (cbpf.CTX_W if ins.code == cbpf.LDX_ABS_W else None)
     if op is None:
         return f"<unknown opcode 0x{ins.code:02x}>"
+    return _format(pc, ins, op, info, default_arch) + _unused_nonzero(ins, op)
+
+
+def _format(pc: int, ins: CInsn, op: cbpf.ClassicOp, info: PcInfo, default_arch: Arch) -> str:
     k, kind = ins.k, op.kind
     arch = info.arch or default_arch
     if kind in ("ld_abs", "ctx_w") and op.size == 4 and field_name(k) is not None:
@@ -330,6 +351,9 @@ _MEM = re.compile(r"M\s*\[\s*(?P<m>[^\]]*)\]$")
 _ARG_FIELD = re.compile(r"args\s*\[\s*(\d+)\s*\](\s*>>\s*32)?$")
 _IP_FIELD = re.compile(r"instruction_pointer(\s*>>\s*32)?$")
 
+_EXTRA = re.compile(r"\{(?P<f>[^{}]*)\}\s*$")
+_LIMITS = {"jt": 0xFF, "jf": 0xFF, "k": 0xFFFFFFFF}
+
 _ALU_BY_SYM = {v: k for k, v in _ALU_SYM.items()}
 # (classic op, text was the inverse form)
 _CMP_BY_SYM = {"==": ("jeq", False), "!=": ("jeq", True), ">": ("jgt", False),
@@ -348,6 +372,7 @@ class _Pending:
     k_loc: Location | None = None
     jt_loc: Location | None = None
     jf_loc: Location | None = None
+    extra: dict[str, int] = field(default_factory=dict)  # unused fields given as {k=0x7}
 
 
 class _Line:
@@ -407,7 +432,18 @@ def assemble(text: str, *, filename: str | None = None, arch: Arch | None = None
         if not stmt:
             continue
         line.start = body.index(stmt, pos) + 1
-        pend.append(_parse_statement(stmt, line))
+        extra = _EXTRA.search(stmt)
+        fields: dict[str, int] = {}
+        if extra:
+            fields = _parse_extra(extra.group("f"), line)
+            stmt = stmt[:extra.start()].rstrip()
+        p = _parse_statement(stmt, line)
+        unused = set(fields) & set(_used_fields(OPS[p.code]))
+        if unused:
+            raise line.error(f"field {sorted(unused)[0]} is an operand of this instruction; "
+                             f"only unused fields go in {{...}}", extra.group(0).strip())
+        p.extra = fields
+        pend.append(p)
     if not pend:
         raise AsmError("no instructions", loc=Location(filename) if filename else None)
     default = arch or text_arch or default_arch
@@ -449,11 +485,12 @@ def _link(pend: list[_Pending], labels: dict[str, int]) -> list[CInsn]:
         jt, jf, k = p.jt, p.jf, p.k
         op = OPS[p.code]
         if op.kind == "ja":
-            k = _offset(pc, k, labels, p.k_loc, limit=None)
+            k, jt = _offset(pc, jt, labels, p.jt_loc, limit=None), 0
         elif op.kind == "jcc":
             jt = _offset(pc, jt, labels, p.jt_loc, limit=255)
             jf = _offset(pc, jf, labels, p.jf_loc, limit=255)
-        out.append(CInsn(p.code, jt, jf, 0 if isinstance(k, str) else k))
+        fields = {"jt": jt, "jf": jf, "k": 0 if isinstance(k, str) else k, **p.extra}
+        out.append(CInsn(p.code, fields["jt"], fields["jf"], fields["k"]))
     return out
 
 
@@ -487,7 +524,7 @@ def _parse_statement(stmt: str, line: _Line) -> _Pending:
         t = stmt[4:].strip()
         if not _TARGET.match(t):
             raise line.error(f"bad jump target '{t}'", t or None)
-        return _Pending(cbpf.JA, loc, k=t, k_loc=line.loc(t))
+        return _Pending(cbpf.JA, loc, jt=t, jt_loc=line.loc(t))  # jt holds the target here
     if stmt.startswith("return"):
         v = stmt[6:].strip()
         if v == "A":
@@ -590,6 +627,22 @@ def _field_offset(rhs: str, line: _Line) -> int:
     if m:
         return OFF_IP + (4 if m.group(1) else 0)
     return _FIELD_OFFSETS[norm]
+
+
+def _parse_extra(text: str, line: _Line) -> dict[str, int]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = (x.strip() for x in part.partition("="))
+        if not eq or name not in _LIMITS:
+            raise line.error(f"bad field '{part}' (expected jt=, jf= or k=)", part)
+        try:
+            v = int(value, 0)
+        except ValueError:
+            raise line.error(f"bad value '{value}' for {name}", part) from None
+        if not 0 <= v <= _LIMITS[name]:
+            raise line.error(f"{name}={value} out of range", part)
+        out[name] = v
+    return out
 
 
 def _mem_index(text: str, line: _Line) -> int:
