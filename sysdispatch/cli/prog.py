@@ -170,7 +170,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         mem = bytearray(parse_hex(args.mem, "--mem")) if args.mem is not None else None
     host = Host()
     steps = DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps
-    result = run(program, ctx, mem=mem, host=host, max_steps=steps)
+    try:
+        result = run(program, ctx, mem=mem, host=host, max_steps=steps)
+    except SysdispatchError as exc:  # name the file for raw programs too
+        raise exc.at(loc=Location(args.file)) from None
     action = None
     if args.type == SECCOMP_TYPE:
         from ..seccomp.actions import describe
