@@ -21,6 +21,10 @@ Method (x86_64, root not required but ptrace must be allowed):
      ``si_errno``; followed by death by SIGSYS: KILL_THREAD / KILL_PROCESS (a single-threaded
      process dies either way); followed by anything else: ERRNO, the return value is -errno.
 
+Stacking has a catch the kernel imposes: each filter under test also judges the seccomp() calls
+that install the newer ones, so every filter but the newest must allow seccomp() (else the outcome
+is ``refused`` with that filter's errno, or the child dies while installing: an OracleError).
+
 What the method cannot tell apart (so :func:`observable` maps both sides onto one value):
 ALLOW vs LOG; TRACE(sentinel) vs ALLOW; KILL_THREAD vs KILL_PROCESS vs an unknown action;
 USER_NOTIF with no listener vs ERRNO(ENOSYS); ERRNO(n > 4095) vs ERRNO(4095) (the kernel caps
@@ -193,6 +197,9 @@ def _observe(pt, pid: int, sys_seccomp: int, n_installs: int, first_test: int,
                 return _returned(exit_rval)
             how = (f"exited with {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
                    else f"was killed by signal {os.WTERMSIG(status)}")
+            if in_install and installed > 0:
+                how += (f" while installing filter {installed - first_test} (does an older "
+                        f"filter not allow seccomp()?)")
             raise OracleError(f"child {how} before the test syscall completed")
         sig = os.WSTOPSIG(status)
         if exit_rval is not None:
