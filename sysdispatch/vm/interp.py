@@ -1,34 +1,33 @@
 """The interpreter: runs a loaded :class:`~sysdispatch.vm.program.Program` on the BPF machine.
 
-A program is compiled once (and cached on it, weakly) into a list with one small closure per
-instruction slot: ``code[pc](regs)`` does the instruction's work on the register list and returns
-the next pc, so the main loop is ``pc = code[pc](regs)``. The closures are built from factories
-generated at import from the expression templates of :mod:`sysdispatch.vm.semantics` — the one
-place the instruction semantics are written.
+A program is compiled once into a list with one small closure per instruction slot (kept on the
+program, see :func:`compile_program`): ``code[pc](regs)`` does the instruction's work on the
+register list and returns the next pc, so the hot loop is ``pc = code[pc](regs)``. The closures
+come from factories generated at import from the expression templates of
+:mod:`sysdispatch.vm.semantics`, the one place the instruction semantics are written.
 
 ``regs`` is a plain list: r0..r10 as unsigned ints, then the run's
 :class:`~sysdispatch.vm.memory.Memory` (slot 11) and helper :class:`~sysdispatch.vm.helpers.Env`
 (slot 12), so memory and helper instructions find them without a second argument.
 
-Rare events leave the loop by exception — ``exit``, a bpf-to-bpf call, a tail call, a fault —
-and the loop handles them with explicit frames, never by recursing: a 33-deep tail-call chain or
-8 nested calls use no more Python stack than a single program.
+``exit``, a bpf-to-bpf call and a taken tail call return a negative pc; the loop handles them
+with explicit frames, never by recursing, so a 33-deep tail-call chain or 8 nested calls use no
+more Python stack than one program. Faults are exceptions and name the pc they happened at.
 
 * bpf-to-bpf calls (``call local``): r1-r5 pass through, r6-r9 and r10 are saved and restored,
   the callee gets its own 512-byte stack, at most :data:`~sysdispatch.vm.isa.MAX_CALL_FRAMES`
   frames.
 * ``callx`` calls the helper whose id is in its register, as the conformance suite (and uBPF)
   expect; the kernel has no callx.
-* tail calls (helper 12) follow kernel/bpf/core.c: see :func:`sysdispatch.vm.helpers._tail_call`;
-  the callee replaces the running program in the current frame, keeps the registers and the
-  frame's stack.
+* tail calls follow kernel/bpf/core.c (see :func:`sysdispatch.vm.helpers.tail_call_target`):
+  the callee replaces the running program in the current frame and keeps the registers and the
+  frame's stack; a call that falls through leaves r0 untouched.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..errors import EncodingError, SysdispatchError, VmError
 from . import semantics as sem
@@ -43,8 +42,7 @@ M64 = sem.M64
 MEM_SLOT, ENV_SLOT = NREGS, NREGS + 1  # where the run's Memory and Env sit in the register list
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(NamedTuple):
     """What a run produced.
 
     ``chain`` is the entry program followed by each program a tail call entered, in order.
@@ -185,6 +183,8 @@ for _op in sem.ATOMIC:
             f"atomic{_size}_{_op}", "dst, src, off, nxt",
             _pre + f"old = r[{MEM_SLOT}].atomic(r[dst] + off, {_size}, lambda m: {_expr})\n"
             + _post + "return nxt")
+
+del _op, _bits, _reg, _size, _signed, _conv, _mask, _expr, _into, _pre, _post
 
 _MOVSX = {(frm, to): _factory(f"movsx{frm}_{to}", "dst, src, b, nxt",
                               f"b = r[src]\nr[dst] = {sem.movsx_expr(frm, to)}\nreturn nxt")
@@ -440,7 +440,7 @@ def run(program: Program, ctx: Any = None, *, host: Host | None = None, mem: Any
     env = _RunEnv(memory, host if host is not None else Host())
     r: list = [0] * NREGS + [memory, env]
     _setup(program, ctx, mem, memory, r)
-    r[FP] = memory.stack(0).end
+    r[FP] = memory.stack_top(0)
 
     current = program
     code = compile_program(program, table)
@@ -464,7 +464,7 @@ def run(program: Program, ctx: Any = None, *, host: Host | None = None, mem: Any
             if pc == EXIT:
                 if not frames:
                     break
-                memory.drop_stack(len(frames))
+                memory.pop_frame()
                 code, current, pc, r[6], r[7], r[8], r[9], r[10] = frames.pop()
             elif pc == TAIL:
                 current = env.next
@@ -478,7 +478,7 @@ def run(program: Program, ctx: Any = None, *, host: Host | None = None, mem: Any
                     pc = ret - 1
                     raise VmError(f"call nested deeper than {MAX_CALL_FRAMES} frames")
                 frames.append((code, current, ret, r[6], r[7], r[8], r[9], r[10]))
-                r[FP] = memory.stack(depth).end
+                r[FP] = memory.push_frame()
                 pc = target
     except Unwind as unwind:
         r[0] = unwind.value & M64

@@ -131,12 +131,13 @@ class Memory:
     n``) and call :meth:`load`/:meth:`store` otherwise; both update ``last``.
     """
 
-    __slots__ = ("last", "local", "stacks")
+    __slots__ = ("last", "local", "stacks", "depth")
 
     def __init__(self) -> None:
         self.last: Region = _NOWHERE
         self.local: list[Region] = []
         self.stacks: list[Region | None] = [None] * MAX_CALL_FRAMES
+        self.depth = 1  # live call frames; a frame's stack is made when first touched
 
     # --- regions ---------------------------------------------------------------------------
 
@@ -153,8 +154,29 @@ class Memory:
         self.local.append(region)
         return region
 
+    @staticmethod
+    def stack_top(frame: int) -> int:
+        """r10 of call frame ``frame``: one past the top of its stack."""
+        return STACK_BASE + frame * STACK_STRIDE + STACK_SIZE
+
+    def push_frame(self) -> int:
+        """Enter a new call frame (the caller checks the depth limit); returns its r10."""
+        self.depth += 1
+        return self.stack_top(self.depth - 1)
+
+    def pop_frame(self) -> None:
+        """Leave the innermost frame: its stack is forgotten, the next call gets a fresh one."""
+        self.depth -= 1
+        region = self.stacks[self.depth]
+        if region is not None:
+            self.stacks[self.depth] = None
+            self.local.remove(region)
+            if self.last is region:
+                self.last = _NOWHERE
+
     def stack(self, frame: int) -> Region:
-        """The stack of call frame ``frame`` (created zeroed on first use)."""
+        """The stack of call frame ``frame`` (created zeroed on first use). Programs that never
+        touch their stack — most seccomp filters — never pay for one."""
         region = self.stacks[frame]
         if region is None:
             region = Region(STACK_BASE + frame * STACK_STRIDE, bytearray(STACK_SIZE), True,
@@ -163,20 +185,21 @@ class Memory:
             self.local.append(region)
         return region
 
-    def drop_stack(self, frame: int) -> None:
-        """Forget frame ``frame``'s stack (its function returned); the next call gets a fresh one."""
-        region = self.stacks[frame]
-        if region is not None:
-            self.stacks[frame] = None
-            self.local.remove(region)
-            if self.last is region:
-                self.last = _NOWHERE
+    def _live_stack(self, addr: int) -> Region | None:
+        """The stack whose window holds ``addr``, if that frame is live (made if needed)."""
+        frame = (addr - STACK_BASE) // STACK_STRIDE
+        if 0 <= frame < self.depth and STACK_BASE <= addr:
+            return self.stack(frame)
+        return None
 
     def find(self, addr: int, size: int) -> Region | None:
         """The region holding all of ``[addr, addr + size)``, or None."""
         for region in self.local:
             if region.base <= addr and addr + size <= region.end:
                 return region
+        region = self._live_stack(addr)
+        if region is not None:
+            return region if region.base <= addr and addr + size <= region.end else None
         region = SHARED.region_at(addr)
         if region is not None and region.base <= addr and addr + size <= region.end:
             return region
@@ -198,6 +221,10 @@ class Memory:
         what = f"{'write' if write else 'read'} of {size} bytes at 0x{addr & M64:x}"
         if 0 <= addr < 0x1000:
             return f"{what}: null pointer"
+        for frame in range(self.depth):  # describe a stack overrun relative to its stack
+            base = STACK_BASE + frame * STACK_STRIDE
+            if base - 0x1000 <= addr < base + STACK_SIZE + 0x1000:
+                self.stack(frame)
         near = [r for r in self.local if r.base - 0x1000 <= addr < r.end + 0x1000]
         shared = SHARED.region_at(addr)
         if shared is not None:
