@@ -18,6 +18,7 @@ from a :class:`Host`, so tests can fix it.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -79,13 +80,21 @@ def _default_pid_tgid() -> int:
     return (os.getpid() << 32) | threading.get_native_id()
 
 
+def _random_u32(rng: random.Random) -> Callable[[], int]:
+    return lambda: rng.getrandbits(32)
+
+
+# Seeding a Random from the OS costs microseconds: every default Host shares this one.
+_SHARED_RANDOM = _random_u32(random.Random())
+
+
 @dataclass
 class Host:
     """The outside world as helpers see it. Every field may be replaced (tests fix them all)."""
 
     clock: Callable[[], int] = time.monotonic_ns
     pid_tgid: Callable[[], int] = _default_pid_tgid
-    random: Callable[[], int] = field(default_factory=lambda: _SHARED_RANDOM)
+    random: Callable[[], int] = _SHARED_RANDOM
     events: list = field(default_factory=list)
 
     @classmethod
@@ -96,14 +105,6 @@ class Host:
         ticks = iter(range(now, 1 << 64, 1000))
         return cls(clock=lambda: next(ticks), pid_tgid=lambda: (tgid << 32) | pid,
                    random=_random_u32(random.Random(seed)))
-
-
-def _random_u32(rng: random.Random) -> Callable[[], int]:
-    return lambda: rng.getrandbits(32)
-
-
-# Seeding a Random from the OS costs microseconds: every default Host shares this one.
-_SHARED_RANDOM = _random_u32(random.Random())
 
 
 class TailCall(Exception):
@@ -214,6 +215,7 @@ def _tail_call(env: Env, r1: int, r2: int, r3: int, r4: int, r5: int) -> None:
 _PRINTK_SPEC = re.compile(rb"%([0 +\-]*)([1-9][0-9]*)?(%|s|p[xK]?|c|ll[diuxX]|l[diuxX]|[diuxX])")
 MAX_PRINTK_ARGS = 3
 MAX_PRINTK_STR = 512  # longest %s string copied (the kernel's per-string buffer is similar)
+PRINTK_BUF = 1024     # the kernel formats into a 1 KiB buffer: longer output is cut there
 
 
 def format_printk(fmt: bytes, args: tuple[int, ...], read_str: Callable[[int], bytes]) -> str | None:
@@ -231,6 +233,8 @@ def format_printk(fmt: bytes, args: tuple[int, ...], read_str: Callable[[int], b
         if mt is None:
             return None
         flags, width, conv = mt.group(1).decode(), (mt.group(2) or b"").decode(), mt.group(3)
+        if width and int(width) > PRINTK_BUF:  # wider than the buffer could ever show
+            width = str(PRINTK_BUF)
         pos = mt.end()
         if conv == b"%":
             out.append(b"%")
@@ -265,19 +269,19 @@ def format_printk(fmt: bytes, args: tuple[int, ...], read_str: Callable[[int], b
 
 def _trace_printk(env: Env, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     if r2 == 0:
-        return -22 & M64  # EINVAL: an empty format
+        return -errno.EINVAL & M64  # an empty format
     fmt = env.mem.read(r1, r2)
     nul = fmt.find(b"\0")
     if nul < 0:
-        return -22 & M64  # the kernel wants the NUL inside fmt_size
+        return -errno.EINVAL & M64  # the kernel wants the NUL inside fmt_size
     def read_str(addr: int) -> bytes:
         s = env.mem.read_cstr(addr, MAX_PRINTK_STR)
         return b"" if s is None else s  # the kernel prints an unreadable string as empty
     text = format_printk(fmt[:nul], (r3, r4, r5), read_str)
     if text is None:
-        return -22 & M64
-    env.host.events.append(Printk(text))
-    return len(text.encode("latin-1"))
+        return -errno.EINVAL & M64
+    env.host.events.append(Printk(text[:PRINTK_BUF - 1]))
+    return len(text.encode("latin-1"))  # the length formatted, even past the buffer
 
 
 HELPERS: dict[int, Helper] = {h.id: h for h in (

@@ -1,4 +1,4 @@
-"""BPF maps — ARRAY, HASH, PROG_ARRAY — with the kernel's semantics, for Python and programs alike.
+"""BPF maps — ARRAY, HASH, PROG_ARRAY — with the kernel's semantics, for Python and programs.
 
 One implementation serves both callers: the ``*_raw`` methods behave like the kernel's map ops
 (kernel/bpf/arraymap.c, hashtab.c) and return ``0`` or a negative errno, which the helpers hand to
@@ -337,13 +337,18 @@ class ProgArray(Map):
     def update(self, index, program, flags: int = BPF_ANY) -> None:  # type: ignore[override]
         i = self._index(index)
         ret = self.update_prog(i, program, flags)
-        if ret == -errno.EINVAL and isinstance(program, Program) and flags == BPF_ANY:
-            raise MapError(f"prog_array '{self.name}': program '{program.name}' has "
-                           f"{owner_of(program)}, the array holds {self.owner}", errno.EINVAL)
-        if ret == -errno.EINVAL and not isinstance(program, Program):
-            raise MapError(f"prog_array '{self.name}': value must be a Program, got "
-                           f"{type(program).__name__}", errno.EINVAL)
-        self._check(ret, "update", self._key(i))
+        if ret == 0:
+            return
+        if ret == -errno.E2BIG:
+            why = f"index {i} >= max_entries {self.max_entries}"
+        elif flags != BPF_ANY:
+            why = f"flags {flags}: a prog_array takes only BPF_ANY"
+        elif not isinstance(program, Program):
+            why = f"value must be a Program, got {type(program).__name__}"
+        else:
+            why = f"program '{program.name}' has {owner_of(program)}, the array holds {self.owner}"
+        raise MapError(f"prog_array '{self.name}': update of slot {i} failed: {_errname(-ret)} "
+                       f"({why})", -ret)
 
     def delete_raw(self, key: bytes) -> int:
         index = int.from_bytes(key, "little")

@@ -119,3 +119,34 @@ def test_the_helper_table_is_the_one_source():
     assert HELPERS[6].args[:2] == (Arg.MEM, Arg.CONST_SIZE)
     for h in HELPERS.values():
         assert len(h.args) <= 5 and h.name and h.doc
+
+
+def printk_insns(fmt: bytes, args: tuple[int, ...]) -> list:
+    padded = fmt + bytes(-len(fmt) % 8)
+    insns = []
+    for i in range(0, len(padded), 8):
+        insns += [*lddw(1, int.from_bytes(padded[i:i + 8], "little")),
+                  make("stxdw", FP, 1, off=-len(padded) + i)]
+    insns += [make("mov", 1, FP, reg=True), make("add", 1, imm=-len(padded), reg=False),
+              make("mov", 2, imm=len(fmt), reg=False)]
+    for reg, v in zip((3, 4, 5), args):
+        insns += lddw(reg, v)
+    return insns + [make("call", imm=TRACE_PRINTK), make("exit")]
+
+
+KERNEL_PRINTK = [
+    (b"%d %i\0", ((-5) & U64, 0xFFFF_FFFF)), (b"%u %x\0", ((-1) & U64, 0x1_0000_00AB)),
+    (b"%ld|%lu|%lx\0", ((-2) & U64, (-2) & U64, U64)), (b"100%% %5d|%-3x|\0", (42, 10)),
+    (b"%p\0", (0xDEAD,)), (b"%c%X\0", (65, 255)), (b"%0999d\0", (1,)), (b"%s\0", (0x1234,)),
+    (b"no nul", ()), (b"%d %d %d %d\0", (1, 2, 3, 4)), (b"%q\0", (1,)), (b"%.3d\0", (1,)),
+    (b"%pz\0", (1,)),
+]
+
+
+@pytest.mark.parametrize("fmt, args", KERNEL_PRINTK)
+def test_trace_printk_returns_what_the_kernel_returns(fmt, args):
+    kernel = pytest.importorskip("sysdispatch.vm.kernel")
+    if not kernel.kernel_bpf_available():
+        pytest.skip("needs root and bpf()")
+    insns = printk_insns(fmt, args)
+    assert run(Program.load(insns), host=Host.fixed()).r0 == kernel.run_r0(insns)
