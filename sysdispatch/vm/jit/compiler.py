@@ -1,0 +1,276 @@
+"""JIT compilation and the trampolines the compiled functions run under.
+
+:func:`compile_program` checks a program as the interpreter's compile step does (same errors, same
+pcs), generates its source (:mod:`.codegen`), compiles it — once per distinct source: programs
+with the same instructions share the code object — and binds it to the program in a namespace of
+its own: map addresses, helper implementations, the runtime functions below. The result is cached
+per (program, helper table) for as long as the program lives.
+
+Control leaves a compiled function ``F`` only by returning a tuple:
+
+* ``(None, left, r0, ..., r5)`` — ``exit``;
+* ``(callee, left, r0, ..., r9)`` — a tail call: :func:`frame` (the trampoline) looks up the
+  callee's compiled function and enters its body with the live registers, the same frame (stack,
+  ``r10``, call depth) and the remaining budget. Nothing of the run's set-up is redone and the
+  Python stack does not grow, however long the chain.
+
+A bpf-to-bpf call is a Python call: :func:`local_call` opens the callee's frame (its own stack)
+and runs :func:`frame` on ``F`` entered at the callee's pc, so r6-r9 and r10 stay in the caller's
+locals for free, and a tail call made inside the callee replaces the callee in that frame, as in
+the interpreter. At most :data:`~sysdispatch.vm.isa.MAX_CALL_FRAMES` frames: a bounded Python
+depth.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from types import CodeType
+from typing import Any, Callable
+
+from ...errors import EncodingError, SysdispatchError, VmError
+from .. import semantics as sem
+from ..helpers import HELPERS, Helper, TailCall, tail_call_target
+from ..interp import _check_regs, _lddw_value, compile_program as interp_compile
+from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64
+from ..memory import PACK, UNPACK, Memory
+from ..program import TAIL_CALL, Program
+from .codegen import Generated, generate
+
+FILENAME = "<sysdispatch-jit>"  # marks compiled functions' frames in tracebacks
+
+
+class Fault(Exception):
+    """A fault whose pc the raiser knows better than the traceback does (budget slow path)."""
+
+    def __init__(self, exc: SysdispatchError, pc: int) -> None:
+        super().__init__(exc)
+        self.exc = exc
+        self.pc = pc
+
+
+# --- what compiled code calls --------------------------------------------------------------------
+
+def local_call(fn: Callable, env, mem, depth: int, left: int, blk: int,
+               r0: int, r1: int, r2: int, r3: int, r4: int, r5: int, r6: int, r7: int, r8: int,
+               r9: int) -> tuple:
+    """``call local``: a new frame with its own stack; returns the callee's exit tuple."""
+    depth += 1
+    if depth >= MAX_CALL_FRAMES:
+        raise VmError(f"call nested deeper than {MAX_CALL_FRAMES} frames")
+    mem.push_frame()
+    out = frame(fn, env, mem, depth, left, blk, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9)
+    mem.pop_frame()
+    return out
+
+
+def frame(fn: Callable, env, mem, depth: int, left: int, blk: int,
+          r0: int, r1: int, r2: int, r3: int, r4: int, r5: int, r6: int, r7: int, r8: int,
+          r9: int) -> tuple:
+    """Run one call frame: ``fn`` from ``blk``, then each tail callee, until one exits."""
+    try:
+        out = fn(env, mem, depth, left, blk, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9)
+    except TailCall as tail:  # from a helper other than the inlined tail_call (e.g. callx)
+        out = _tail_from_traceback(tail)
+    if out[0] is None:
+        return out
+    return follow(out, env, mem, depth)
+
+
+def follow(out: tuple, env, mem, depth: int) -> tuple:
+    """The trampoline: ``out`` is a tail-call tuple; enter each callee's body in this frame,
+    with the live registers and the remaining budget, until one exits."""
+    table = env.table
+    chain = env.chain
+    if chain is None:
+        env.chain = chain = [env.entry]
+    while True:
+        callee = out[0]
+        if callee is None:
+            return out
+        prog = callee if callee.__class__ is Program else unwrap(callee)
+        c = prog.__dict__.get(ATTR)
+        fn = c.fn if c is not None and c.table is table else compiled_for(prog, table).fn
+        chain.append(prog)
+        _, left, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9 = out
+        try:
+            out = fn(env, mem, depth, left, 0, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9)
+        except TailCall as tail:
+            out = _tail_from_traceback(tail)
+
+
+def innermost_frame(tb):
+    """The innermost compiled function's frame in traceback ``tb`` (with its line), or None."""
+    found = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == FILENAME:
+            found = tb
+        tb = tb.tb_next
+    return found
+
+
+def _tail_from_traceback(tail: TailCall) -> tuple:
+    """The registers of the function a raising tail call left, as a tail-call tuple."""
+    tb = innermost_frame(tail.__traceback__)
+    loc = tb.tb_frame.f_locals
+    return (tail.program, loc["left"], *(loc[f"r{i}"] for i in range(10)))
+
+
+def _budget(pref: weakref.ref, env, mem, pc: int, remaining: int, *regs: int) -> None:
+    """The budget does not cover the segment at ``pc``: run what fits, as the interpreter would
+    (on its closures, so the same faults), then fail at the first pc left over."""
+    code = interp_compile(pref(), env.table)
+    r = [*regs, mem, env]
+    try:
+        for _ in range(remaining):
+            pc = code[pc](r)
+    except SysdispatchError as exc:
+        raise Fault(exc, pc) from None
+    raise Fault(VmError(f"instruction budget of {env.max_steps} steps used up "
+                        "(an endless loop?)"), pc)
+
+
+def _callx(table: dict[int, Helper], env, dst: int, value: int,
+           r1: int, r2: int, r3: int, r4: int, r5: int):
+    helper = table.get(value)
+    if helper is None:
+        raise VmError(f"callx: r{dst} = {value} is not a helper id")
+    return helper.impl(env, r1, r2, r3, r4, r5)
+
+
+def _ran_off() -> None:
+    raise VmError("execution ran past the last instruction (no exit)")
+
+
+def _missing_helper(hid: int) -> Callable:
+    def missing(env, r1, r2, r3, r4, r5):
+        raise VmError(f"helper {hid} is not available to this run")
+    return missing
+
+
+# --- compiling and caching -----------------------------------------------------------------------
+
+_BASE_NS: dict[str, Any] = dict(sem.ENV, CALL=local_call, RAN_OFF=_ran_off,
+                                TOPS=tuple(Memory.stack_top(k) for k in range(MAX_CALL_FRAMES)))
+for _size in (1, 2, 4, 8):
+    _BASE_NS[f"U{_size}"] = UNPACK[_size]
+    _BASE_NS[f"P{_size}"] = PACK[_size]
+
+
+class Compiled:
+    """One program's compiled function for one helper table (it refers to the program only
+    weakly)."""
+
+    __slots__ = ("fn", "table", "generated", "ref")
+
+    def __init__(self, fn: Callable, table: dict, generated: Generated, ref: weakref.ref) -> None:
+        self.fn = fn
+        self.table = table
+        self.generated = generated
+        self.ref = ref
+
+
+class JitProgram:
+    """A program the JIT compiled: what a PROG_ARRAY holds when its owner is the JIT engine.
+
+    ``program`` is the :class:`~sysdispatch.vm.program.Program` (``origin`` what was given: a
+    Program or a verified program), ``source`` the generated Python source.
+    """
+
+    __slots__ = ("program", "origin", "compiled", "__weakref__")
+    engine = "jit"
+
+    def __init__(self, origin: Any, program: Program, compiled: Compiled) -> None:
+        self.program = program
+        self.origin = origin
+        self.compiled = compiled
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def prog_type(self):
+        return self.program.prog_type
+
+    @property
+    def source(self) -> str:
+        return self.compiled.generated.source
+
+    def __len__(self) -> int:
+        return len(self.program)
+
+    def __repr__(self) -> str:
+        return f"<JitProgram '{self.program.name}' insns={len(self.program)}>"
+
+
+def unwrap(obj: Any) -> Program:
+    """The Program inside a Program, a verified program or a :class:`JitProgram`."""
+    while not isinstance(obj, Program):
+        inner = getattr(obj, "program", None)
+        if inner is None:
+            raise VmError(f"not a program: {type(obj).__name__}")
+        obj = inner
+    return obj
+
+
+# The compiled function is kept on the program itself (its __dict__, beside the interpreter's),
+# with the helper table it was compiled for: it lives and dies with the program, and finding it
+# is one dict lookup. The function refers to its program only weakly, so no cycle keeps either.
+ATTR = "_jit_code"
+# source -> code object: programs with equal instructions share one compile.
+_CODE: dict[str, CodeType] = {}
+_CODE_MAX = 4096
+_LOCK = threading.Lock()
+
+
+def compiled_for(program: Program, table: dict) -> Compiled:
+    """Compile ``program`` for ``table`` (cached). Errors name the pc, as the interpreter's."""
+    c = program.__dict__.get(ATTR)
+    if c is not None and c.table is table:
+        return c
+    consts: dict[str, Any] = {}
+    for pc, (insn, spec) in enumerate(zip(program.insns, program.specs)):
+        if spec is None:
+            continue
+        try:
+            _check_regs(insn, spec)
+            if spec.kind == "lddw" and insn.src != PSEUDO_IMM64:
+                consts[f"K{pc}"] = _lddw_value(program, pc)
+        except SysdispatchError as exc:
+            raise program.error(exc, pc) from None
+    tail = table.get(TAIL_CALL)
+    fast_tail = tail is not None and tail.impl is HELPERS[TAIL_CALL].impl
+    try:
+        generated = generate(program, fast_tail=fast_tail)
+    except EncodingError as exc:
+        raise program.error(exc, exc.pc if exc.pc is not None else 0) from None
+    code = _CODE.get(generated.source)
+    if code is None:
+        code = compile(generated.source, FILENAME, "exec")
+        with _LOCK:
+            if len(_CODE) >= _CODE_MAX:
+                _CODE.clear()
+            _CODE[generated.source] = code
+    ref = weakref.ref(program)
+    ns = dict(_BASE_NS, **consts)
+    for hid in generated.helper_ids:
+        helper = table.get(hid)
+        ns[f"H{hid}"] = helper.impl if helper is not None else _missing_helper(hid)
+    ns.update(PREF=ref, LINES=generated.lines, BUDGET=functools.partial(_budget, ref),
+              CALLX=functools.partial(_callx, table), TAIL=tail_call_target)
+    exec(code, ns)  # noqa: S102 - source generated from instruction fields only
+    c = Compiled(ns["F"], table, generated, ref)
+    program.__dict__[ATTR] = c
+    return c
+
+
+def compile_program(program: Any, helpers: dict[int, Helper] | None = None) -> JitProgram:
+    """JIT-compile ``program`` (a Program or a verified program) for ``helpers`` (default:
+    the standard table). Compiled once per program and table; raises :class:`EncodingError`
+    naming the pc for what no engine can run (registers above r10, writes to r10, bad map
+    references)."""
+    table = HELPERS if helpers is None else helpers
+    prog = unwrap(program)
+    return JitProgram(program, prog, compiled_for(prog, table))

@@ -1,0 +1,186 @@
+"""Running JIT-compiled programs: cheap per-run set-up, the top-level trampoline, fault mapping.
+
+Per-run set-up is most of the cost of a short program, so the run's memory, helper environment
+and ctx region come from a pool and are reset in place (the caller's ctx bytes, no stack yet, an
+empty tail-call count) instead of being built anew; a context goes back to the pool only after a
+run that ended normally. Unusual arguments (a ctx record with
+``pack()``, wrong sizes, both ctx and mem) take the interpreter's own set-up path, which also
+raises its errors.
+
+Faults carry no pc when raised; :func:`run` finds the innermost compiled function in the
+traceback and maps its line to the pc (every generated line records its pc), so a fault names
+the same program, pc and source location as the interpreter's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import SysdispatchError
+from ..helpers import HELPERS, Env, Helper, Host, Unwind
+from ..interp import DEFAULT_MAX_STEPS, RunResult, _setup
+from ..isa import MAX_CALL_FRAMES, NREGS
+from ..memory import CTX_BASE, Memory
+from ..program import Program
+from .compiler import ATTR, Fault, compiled_for, follow, innermost_frame, unwrap
+from ..helpers import TailCall
+from .compiler import _tail_from_traceback
+
+M64 = 0xFFFF_FFFF_FFFF_FFFF
+_NOWHERE = Memory().last  # the memory module's "no region yet" marker
+
+
+class _Quiet(list):
+    """An event list nobody can read (the default host's): appending is a no-op."""
+
+    def append(self, item: Any) -> None:
+        pass
+
+
+# With no host given, every run may share one: nobody can observe its events, and its clock,
+# ids and random numbers are the defaults a fresh Host would have.
+_DEFAULT_HOST = Host(events=_Quiet())
+
+
+class RunEnv(Env):
+    """A run's helper environment plus what the trampolines and the pool need."""
+
+    __slots__ = ("entry", "chain", "table", "max_steps", "ctx_region")
+
+
+_POOL: list[RunEnv] = []
+_POOL_MAX = 64
+
+
+def _new_env() -> RunEnv:
+    memory = Memory()
+    env = RunEnv(memory, _DEFAULT_HOST)
+    env.ctx_region = memory.map(CTX_BASE, bytearray(1), name="mem")
+    return env
+
+
+def _fast_env(program: Program, ctx: Any, mem: Any) -> tuple[RunEnv, int, int] | None:
+    """A pooled environment set up for ``ctx``/``mem``, and r1, r2; None for unusual input."""
+    ptype = program.prog_type
+    if ptype.ctx_size == 0:
+        if ctx is not None and mem is not None:
+            return None
+        data = ctx if ctx is not None else mem
+        name = "mem"
+    else:
+        if mem is not None:
+            return None
+        data = bytes(ptype.ctx_size) if ctx is None else ctx
+        name = f"{ptype} ctx"
+    cls = data.__class__
+    if data is not None and cls is not bytes and cls is not bytearray:
+        return None
+    if ptype.ctx_size and len(data) != ptype.ctx_size:
+        return None
+    try:
+        env = _POOL.pop()
+    except IndexError:
+        env = _new_env()
+    memory = env.mem
+    memory.last = _NOWHERE
+    if data is None:
+        memory.local = []
+        return env, 0, 0
+    writable = ptype.ctx_writable
+    if writable:
+        if cls is not bytearray:
+            data = bytearray(data)
+    elif cls is not bytes:
+        data = bytes(data)
+    region = env.ctx_region
+    region.buf = data
+    region.size = size = len(data)
+    region.end = CTX_BASE + size
+    region.writable = writable
+    region.name = name
+    memory.local = [region]
+    return env, CTX_BASE, size if ptype.ctx_size == 0 else 0
+
+
+def _release(env: RunEnv) -> None:
+    """Back to the pool: no stack, no caller memory kept alive."""
+    memory = env.mem
+    memory.stacks[0] = None
+    if memory.depth != 1:  # an unwind from inside a call left callee frames
+        memory.depth = 1
+        memory.stacks[:] = [None] * MAX_CALL_FRAMES
+    env.ctx_region.buf = b""
+    env.chain = None
+    if len(_POOL) < _POOL_MAX:
+        _POOL.append(env)
+
+
+def _slow_env(program: Program, ctx: Any, mem: Any) -> tuple[RunEnv, int, int]:
+    """The interpreter's set-up (and its errors) for input the fast path does not take."""
+    memory = Memory()
+    r: list = [0] * NREGS
+    _setup(program, ctx, mem, memory, r)
+    env = RunEnv(memory, _DEFAULT_HOST)
+    env.ctx_region = None
+    return env, r[1], r[2]
+
+
+_tuple_new = tuple.__new__  # RunResult is a NamedTuple: skip its Python-level __new__
+
+
+def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        helpers: dict[int, Helper] | None = None) -> RunResult:
+    """Run ``program`` (Program, verified program or :class:`JitProgram`) compiled.
+
+    Same arguments, result and errors as :func:`sysdispatch.vm.interp.run`.
+    """
+    table = HELPERS if helpers is None else helpers
+    prog = program if program.__class__ is Program else unwrap(program)
+    got = _fast_env(prog, ctx, mem)
+    pooled = got is not None
+    env, r1, r2 = got if pooled else _slow_env(prog, ctx, mem)
+    env.host = _DEFAULT_HOST if host is None else host
+    env.tail_calls = 0
+    env.table = table
+    env.max_steps = max_steps
+    env.entry = prog
+    env.chain = None  # made by the first tail call
+    c = prog.__dict__.get(ATTR)
+    fn = c.fn if c is not None and c.table is table else compiled_for(prog, table).fn
+    memory = env.mem
+    try:
+        try:
+            out = fn(env, memory, 0, max_steps, 0, 0, r1, r2, 0, 0, 0, 0, 0, 0, 0)
+        except TailCall as tail:  # from a helper of a caller-given table
+            out = _tail_from_traceback(tail)
+        if out[0] is not None:
+            out = follow(out, env, memory, 0)
+        r0, left = out[2], out[1]
+    except Unwind as unwind:
+        r0 = unwind.value & M64
+        left = innermost_frame(unwind.__traceback__).tb_frame.f_locals["left"]
+    except Fault as fault:
+        raise _locate(fault.exc, fault.__traceback__, fault.pc, env) from None
+    except SysdispatchError as exc:
+        raise _locate(exc, exc.__traceback__, None, env) from None
+    chain = env.chain
+    result = _tuple_new(RunResult, (r0, max_steps - left,
+                                    (prog,) if chain is None else tuple(chain), env.tail_calls))
+    if pooled:
+        _release(env)
+    return result
+
+
+def _locate(exc: SysdispatchError, tb, pc: int | None, env: RunEnv) -> SysdispatchError:
+    """``exc`` with the program, pc and source location of the compiled code that raised it."""
+    found = innermost_frame(tb)
+    if found is None:  # raised outside compiled code (compiling a tail callee): as it is
+        return exc
+    g = found.tb_frame.f_globals
+    program = g["PREF"]()
+    if pc is None:
+        pc = g["LINES"][found.tb_lineno - 1]
+    if env.chain is not None or found.tb_frame.f_locals["depth"] > 0:
+        exc.at(context=f"program '{program.name}'")
+    return program.error(exc, pc)
