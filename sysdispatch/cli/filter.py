@@ -104,8 +104,8 @@ def _dump(args: argparse.Namespace) -> int:
 
 def _root_hint(exc: TraceError) -> TraceError:
     if getattr(exc, "errno", None) in (_errno.EPERM, _errno.EACCES):
-        who = "root" if os.geteuid() != 0 else "a tracer that is not itself under seccomp"
-        return TraceError(f"reading seccomp filters needs {who} (CAP_SYS_ADMIN): {exc}")
+        return TraceError(f"reading seccomp filters needs root (CAP_SYS_ADMIN, and not being "
+                          f"under seccomp yourself): {exc}")
     return exc
 
 

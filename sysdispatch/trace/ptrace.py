@@ -254,8 +254,9 @@ def get_syscall_info(pid: int) -> SyscallInfo:
 
 
 def seccomp_get_filter(pid: int, index: int) -> bytes | None:
-    """The raw classic instructions of filter ``index`` (0 = the newest) of a stopped tracee;
-    None past the oldest. Needs CAP_SYS_ADMIN (EACCES otherwise)."""
+    """The raw classic instructions of filter ``index`` of a stopped tracee, counting from the
+    *oldest* (0; kernel/seccomp.c get_nth_filter walks back from the newest); None past the
+    newest. Needs CAP_SYS_ADMIN and a tracer not itself under seccomp (EACCES otherwise)."""
     try:
         count = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, 0)
     except PtraceError as exc:
@@ -270,13 +271,11 @@ def seccomp_get_filter(pid: int, index: int) -> bytes | None:
 
 
 def seccomp_filters(pid: int) -> list[bytes]:
-    """Every filter of a stopped tracee, **oldest first** (the order they were installed)."""
+    """Every filter of a stopped tracee, oldest first (the order they were installed)."""
     found = []
-    index = 0
-    while (raw := seccomp_get_filter(pid, index)) is not None:
+    while (raw := seccomp_get_filter(pid, len(found))) is not None:
         found.append(raw)
-        index += 1
-    return found[::-1]
+    return found
 
 
 # --- wait statuses ---------------------------------------------------------------------------------
