@@ -1,0 +1,1 @@
+"""Programs the verifier tests share (see table.py)."""
