@@ -10,8 +10,8 @@ The address space has two parts:
 
 * per run (:class:`Memory`): the ctx or caller memory at :data:`CTX_BASE`, and one
   :data:`~sysdispatch.vm.isa.STACK_SIZE`-byte stack per call frame (frame *k* at
-  ``STACK_BASE + k * STACK_STRIDE``; r10 points one past its top). Each run has its own, so
-  concurrent runs never share a stack;
+  ``STACK_BASE + k * STACK_STRIDE``; r10 points one past its top), made zeroed when the frame
+  first touches it. Each run has its own, so concurrent runs never share a stack;
 * shared (:data:`SHARED`): windows of ``2**WINDOW_SHIFT`` bytes handed to long-lived owners —
   each map gets one, its handle is the window's base and its values are regions inside it. A
   value's address is stable while the element lives, and visible to every run and to Python.

@@ -103,3 +103,21 @@ def test_collect_takes_data_files_of_directories_and_named_files(tmp_path):
     write(tmp_path, "x", "run.sh")
     assert [p.name for p in collect([tmp_path])] == ["a.data", "b.data"]
     assert collect([a]) == [a]
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+LINES = st.sampled_from(["-- asm", "-- raw", "-- mem", "-- result", "-- error", "-- c", "# x",
+                         "exit", "mov %r0, 1", "0x95", "95 00 00 00 00 00 00 00", "ff", "0x1",
+                         "ldxb %r0, [%r1]", "call 5", "ja -1", "lddw %r0", "", "-- bogus"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(LINES | st.text(max_size=20), max_size=10))
+def test_any_file_gives_an_outcome_never_an_exception(lines):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "f.data"
+        path.write_text("\n".join(lines), errors="surrogateescape")
+        outcome = run_case(path)
+    assert "\n" not in outcome.reason
