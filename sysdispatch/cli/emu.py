@@ -37,20 +37,45 @@ class EmuError(SysdispatchError):
     """A bad emu command line (unknown syscall, bad argument)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emu", help="run seccomp filters on a syscall (or --sweep all)",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("items", nargs="+", metavar="FILTER... SYSCALL [ARG...]")
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, help="syscall table and seccomp_data.arch "
                    "(default: native; x86_64, i386, x32, aarch64, ...)")
-    p.add_argument("--ip", default="0", help="seccomp_data.instruction_pointer")
+    p.add_argument("--ip", default=None, help="seccomp_data.instruction_pointer (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--sweep", action="store_true",
                    help="every syscall of the arch, and interesting argument values")
     p.add_argument("--converted", action="store_true",
                    help="also run classic filters converted to eBPF and require equal results")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emu", help="run seccomp filters on a syscall (or --sweep all)",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Everything after the first positional is collected as is and parsed again below, so that
+    # options may come anywhere (`emu f.bpf --json read -1`) and negative arguments stay numbers.
+    p.add_argument("items", nargs=argparse.REMAINDER, metavar="FILTER... SYSCALL [ARG...]")
+    _options(p)
     p.set_defaults(func=_main)
+
+
+class _InnerParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line through the CLI's error path
+        raise EmuError(message)
+
+
+def _reparse(args: argparse.Namespace) -> argparse.Namespace:
+    inner = _InnerParser(prog="sysdispatch emu", add_help=False)
+    _options(inner)
+    inner.add_argument("items", nargs="*")
+    more = inner.parse_intermixed_args(args.items)
+    for name in ("json", "sweep", "converted"):
+        setattr(more, name, getattr(more, name) or getattr(args, name))
+    for name in ("arch", "ip"):
+        if getattr(more, name) is None:
+            setattr(more, name, getattr(args, name))
+    more.ip = more.ip or "0"
+    return more
 
 
 def _int64(text: str, what: str) -> int:
@@ -76,6 +101,9 @@ def _split(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _main(args: argparse.Namespace) -> int:
+    args = _reparse(args)
+    if not args.items:
+        raise EmuError("no filter given")
     try:
         arch = _arch.by_name(args.arch) if args.arch else _arch.native()
     except ValueError as exc:
