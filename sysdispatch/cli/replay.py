@@ -93,10 +93,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if summary.header is None:  # the table's footer names the replayed policy
             summary.header = dataclasses.replace(h, policy=first.name, policy_hash=first.hash)
         if not args.json:
-            same = "the policy it was recorded with" if h.policy_hash == first.hash else \
-                f"recorded with {h.policy!r}"
-            print(f"{reader.path}: {' '.join(h.command)} ({h.mode}, {h.arch}): replaying with "
-                  f"{first.label} ({same})", file=out)
+            print(f"trace {reader.path} ({' '.join(h.command)}; {h.mode}, {h.arch}): replaying "
+                  f"with {first.label} ({_provenance(h, first)})", file=out)
 
     for r in replay(args.traces, first, load_other=second,
                     allow_truncated=args.allow_truncated, on_trace=on_trace):
@@ -128,6 +126,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         what = f"decided differently by {first.label} and {second.label}"
     print(f"{changed} of {total} events {what}", file=out)
     return EXIT_DIFFERENT if changed else 0
+
+
+def _provenance(h, policy: _PolicySource) -> str:
+    if h.policy_hash == policy.hash:
+        return "the policy it was recorded with"
+    if h.policy == policy.name:
+        return f"recorded with another version of {h.policy!r}"
+    return f"recorded with {h.policy!r}"
 
 
 def _difference_line(r: Replayed, a_name: str, b_name: str) -> str:
