@@ -3,7 +3,6 @@ with the bytes a small C program wrote before installing them."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -54,7 +53,7 @@ def test_dump_a_running_process(two_filters, tmp_path, capsys):
         text = capsys.readouterr().out
         first, second = (cfilter.disassemble(cbpf.decode(raw)) for raw in installed(src))
         assert f"# filter 0 of 2 (oldest), 7 instructions, from process {proc.pid}\n{first}" in text
-        assert f"# filter 1 of 2 (newest), 6 instructions" in text and second in text
+        assert "# filter 1 of 2 (newest), 6 instructions" in text and second in text
         # the process carries on unharmed after the dump
         assert proc.poll() is None
     finally:
