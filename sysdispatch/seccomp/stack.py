@@ -80,6 +80,7 @@ class ClassicFilter(Filter):
         self.name = name
         self.insns = tuple(insns)
         self.kernel = cfilter.check(self.insns, filename=name)
+        self._prepared = cbpf.prepare(self.kernel)
 
     @classmethod
     def from_bytes(cls, raw: bytes, *, name: str = "filter") -> "ClassicFilter":
@@ -95,7 +96,7 @@ class ClassicFilter(Filter):
         return len(self.converted.program)
 
     def run(self, data: SeccompData) -> FilterRun:
-        r = cbpf.run(self.kernel, data.pack())
+        r = cbpf.run(self._prepared, data.pack())
         return FilterRun(r.ret, r.path, r.loads)
 
     @cached_property

@@ -266,98 +266,137 @@ class ClassicRun:
 
 _M32 = 0xFFFFFFFF
 
+# Step kinds of a prepared program, numbered so the hot loop compares small ints; the most
+# frequent in seccomp filters (context loads, jumps, returns) come first.
+(_CTX_W, _JCC, _RET_K, _RET_A, _ALU_K, _ALU_X, _JA, _NEG, _LD_IMM, _LDX_IMM, _LD_MEM, _LDX_MEM,
+ _ST, _STX, _TAX, _TXA, _LD_LEN, _LDX_LEN, _LD_PKT, _LD_IND, _LDX_MSH) = range(21)
+_JEQ, _JGT, _JGE, _JSET = range(4)
+_KIND_CODES = {"ctx_w": _CTX_W, "ja": _JA, "neg": _NEG, "ld_imm": _LD_IMM, "ldx_imm": _LDX_IMM,
+               "ld_mem": _LD_MEM, "ldx_mem": _LDX_MEM, "st": _ST, "stx": _STX, "tax": _TAX,
+               "txa": _TXA, "ld_len": _LD_LEN, "ldx_len": _LDX_LEN, "ld_abs": _LD_PKT,
+               "ld_ind": _LD_IND, "ldx_msh": _LDX_MSH}
+_JMP_CODES = {"jeq": _JEQ, "jgt": _JGT, "jge": _JGE, "jset": _JSET}
 
-def run(insns: Sequence[CInsn], ctx: bytes, *, max_steps: int = MAXINSNS) -> ClassicRun:
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A program decoded once for :func:`run`: one tuple (kind, op, operand is X, k, jt, jf,
+    size) per instruction."""
+
+    insns: tuple[CInsn, ...]
+    steps: tuple[tuple[int, object, bool, int, int, int, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def prepare(insns: Sequence[CInsn]) -> Prepared:
+    """Decode ``insns`` for repeated runs (VmError for an opcode that cannot run)."""
+    steps = []
+    for pc, ins in enumerate(insns):
+        o = _RUNNABLE.get(ins.code)
+        if o is None:
+            raise VmError(f"opcode 0x{ins.code:02x} cannot run", pc=pc)
+        if o.kind == "jcc":
+            kind, op = _JCC, _JMP_CODES[o.op]
+        elif o.kind == "alu":
+            kind, op = (_ALU_X if o.reg else _ALU_K), o.op
+        elif o.kind == "ret":
+            kind, op = (_RET_A if o.reg else _RET_K), None
+        else:
+            kind, op = _KIND_CODES[o.kind], None
+        steps.append((kind, op, o.reg, ins.k, ins.jt, ins.jf, o.size))
+    return Prepared(tuple(insns), tuple(steps))
+
+
+def run(program: Sequence[CInsn] | Prepared, ctx: bytes, *,
+        max_steps: int = MAXINSNS) -> ClassicRun:
     """Run a checked program on ``ctx`` (the packet, or for seccomp the 64-byte seccomp_data).
 
     ``ld [k]`` (ld_abs) and friends read big-endian packet bytes, and a load past the end makes
     the program return 0, as for socket filters; the internal ctx word load reads native
     (little-endian) words. Raises :class:`VmError` only for programs that did not pass
-    :func:`check` (e.g. reading past the context with the internal load).
+    :func:`check` (e.g. reading past the context with the internal load). Pass a
+    :class:`Prepared` program to skip decoding on every run.
     """
+    steps = (program if isinstance(program, Prepared) else prepare(program)).steps
     a = x = 0
     mem = [0] * MEMWORDS
     path: list[int] = []
+    append = path.append
     loads: set[int] = set()
-    n = len(insns)
+    n = len(steps)
     pc = 0
     ctx_len = len(ctx)
     while True:
         if pc >= n or len(path) >= max_steps:
             raise VmError("fell off the end of the filter" if pc >= n else
                           f"more than {max_steps} steps", pc=pc)
-        path.append(pc)
-        ins = insns[pc]
-        o = _RUNNABLE.get(ins.code)
-        if o is None:
-            raise VmError(f"opcode 0x{ins.code:02x} cannot run", pc=pc)
-        kind = o.kind
-        k = ins.k
-        if kind == "ctx_w":
+        append(pc)
+        kind, op, reg, k, jt, jf, size = steps[pc]
+        if kind == _CTX_W:
             if k + 4 > ctx_len:
                 raise VmError(f"load of 4 bytes at offset {k} past the {ctx_len}-byte context",
                               pc=pc)
             a = int.from_bytes(ctx[k:k + 4], "little")
             loads.add(k)
-        elif kind == "jcc":
-            v = x if o.reg else k
-            op = o.op
-            if op == "jeq":
+        elif kind == _JCC:
+            v = x if reg else k
+            if op == _JEQ:
                 taken = a == v
-            elif op == "jgt":
+            elif op == _JGT:
                 taken = a > v
-            elif op == "jge":
+            elif op == _JGE:
                 taken = a >= v
             else:
-                taken = bool(a & v)
-            pc += 1 + (ins.jt if taken else ins.jf)
+                taken = a & v
+            pc += 1 + (jt if taken else jf)
             continue
-        elif kind == "ret":
-            return ClassicRun(a if o.reg else k, tuple(path), frozenset(loads))
-        elif kind == "ja":
-            pc += 1 + k
-            continue
-        elif kind == "alu":
-            v = x if o.reg else k
-            op = o.op
-            if op in ("div", "mod") and v == 0:
+        elif kind == _RET_K:
+            return ClassicRun(k, tuple(path), frozenset(loads))
+        elif kind == _RET_A:
+            return ClassicRun(a, tuple(path), frozenset(loads))
+        elif kind == _ALU_K or kind == _ALU_X:
+            v = x if kind == _ALU_X else k
+            if v == 0 and (op == "div" or op == "mod"):
                 return ClassicRun(0, tuple(path), frozenset(loads))
             a = _alu(op, a, v)
-        elif kind == "neg":
+        elif kind == _JA:
+            pc += 1 + k
+            continue
+        elif kind == _NEG:
             a = -a & _M32
-        elif kind == "ld_imm":
+        elif kind == _LD_IMM:
             a = k
-        elif kind == "ldx_imm":
+        elif kind == _LDX_IMM:
             x = k
-        elif kind == "ld_mem":
+        elif kind == _LD_MEM:
             a = mem[k]
-        elif kind == "ldx_mem":
+        elif kind == _LDX_MEM:
             x = mem[k]
-        elif kind == "st":
+        elif kind == _ST:
             mem[k] = a
-        elif kind == "stx":
+        elif kind == _STX:
             mem[k] = x
-        elif kind == "tax":
+        elif kind == _TAX:
             x = a
-        elif kind == "txa":
+        elif kind == _TXA:
             a = x
-        elif kind == "ld_len":
+        elif kind == _LD_LEN:
             a = ctx_len
-        elif kind == "ldx_len":
+        elif kind == _LDX_LEN:
             x = ctx_len
-        elif kind in ("ld_abs", "ld_ind", "ldx_msh"):
-            off = k if kind != "ld_ind" else x + k
+        else:  # packet loads: _LD_PKT, _LD_IND, _LDX_MSH
+            off = x + k if kind == _LD_IND else k
             off = ((off + 0x80000000) & _M32) - 0x80000000  # the helpers take an int offset
-            if off < 0 or off + o.size > ctx_len:
+            if off < 0 or off + size > ctx_len:
                 return ClassicRun(0, tuple(path), frozenset(loads))
             loads.add(off)
-            val = int.from_bytes(ctx[off:off + o.size], "big")
-            if kind == "ldx_msh":
+            val = int.from_bytes(ctx[off:off + size], "big")
+            if kind == _LDX_MSH:
                 x = (val & 0xF) << 2
             else:
                 a = val
-        else:  # pragma: no cover - every kind in _RUNNABLE is handled above
-            raise VmError(f"unhandled classic instruction kind {kind}", pc=pc)
         pc += 1
 
 
