@@ -33,8 +33,8 @@ class Cfg:
         for pc, spec in enumerate(specs):
             if spec is None:
                 continue
-            if spec.kind == "callx":
-                raise VerifierError("BPF_CALL uses reserved fields", pc=pc)
+            if spec.kind == "callx":   # RFC 9669 has it; the kernel does not
+                raise VerifierError(f"unknown opcode {insns[pc].code:02x}", pc=pc)
             if spec.kind == "local_call":
                 starts.add(jump_target(pc, insns[pc], spec))
         self.starts = sorted(starts)

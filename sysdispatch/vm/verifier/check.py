@@ -308,9 +308,11 @@ class Verifier(Calls):
         off = self.insns[pc + 1].imm
         if getattr(m, "map_type", None) != 2:   # only array maps have values at fixed addresses
             raise Reject("no direct value access support for this map type")
-        if not 0 <= off < m.value_size:
+        if not 0 <= off < m.value_size or m.max_entries != 1:
+            # the kernel gives one message for both; only a 1-entry array has "the" value
+            why = "" if m.max_entries == 1 else " (direct value access needs max_entries 1)"
             raise Reject(f"invalid access to map value pointer, value_size={m.value_size} "
-                         f"off={off}")
+                         f"off={off}{why}")
         regs[insn.dst] = Reg(MAP_VALUE, off=off, map=insn.imm)
 
     # --- ALU -------------------------------------------------------------------------------------
@@ -465,18 +467,14 @@ class Verifier(Calls):
                     self._apply(st, insn, spec.reg, no)
                 st.pc = pc + 1
             return
-        # pointers: NULL checks of map_value_or_null, non-NULL pointers against 0
-        ptr, other_reg = (a, b) if a.is_ptr else (b, a)
-        zero = other_reg.kind == SCALAR and other_reg.s == sc.ZERO
-        if bits == 64 and op in ("jeq", "jne") and zero:
-            if spec.reg:   # the check relies on the other register being exactly 0
-                other_no = insn.src if a.is_ptr else insn.dst
-                precision.mark(self, st, {(len(st.frames) - 1, other_no)})
-            if ptr.null:
+        # pointers: only "if rX ==/!= 0" (immediate 0, 64-bit) NULL-checks a map_value_or_null
+        # or decides a non-NULL pointer, as in the kernel; other comparisons go both ways.
+        if not spec.reg and bits == 64 and op in ("jeq", "jne") and insn.imm == 0 and a.is_ptr:
+            if a.null:
                 nxt = self._branch(st, target, self.pending)
                 eq_state, ne_state = (nxt, st) if op == "jeq" else (st, nxt)
-                self._mark_null(eq_state, ptr.id, True)
-                self._mark_null(ne_state, ptr.id, False)
+                self._mark_null(eq_state, a.id, True)
+                self._mark_null(ne_state, a.id, False)
                 st.pc = pc + 1
                 return
             st.pc = target if op == "jne" else pc + 1
