@@ -253,8 +253,8 @@ class TraceReader:
                 if self.allow_truncated and self.line > 1:
                     self.truncated = f"{Location(self.path, self.line)}: {what}; ignored"
                     return None
-                raise self._error(what + ("" if self.line == 1 else
-                                          "; --allow-truncated reads the lines before it")) from None
+                hint = "" if self.line == 1 else "; --allow-truncated reads the lines before it"
+                raise self._error(what + hint) from None
             if not raw.strip():
                 raise self._error("empty line") from None
             if isinstance(exc, json.JSONDecodeError):

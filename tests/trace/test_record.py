@@ -39,7 +39,8 @@ events_st = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(events_st, max_size=30), st.integers(1, 8))
 def test_round_trip_any_events(tmp_path, events, flush_every):
     path = tmp_path / "t.jsonl"
