@@ -90,6 +90,31 @@ OPS_BY_KIND = {o.kind + ("_x" if o.reg else ""): c for c, o in OPS.items()
 OPS_BY_KIND["ld_abs_w"] = cbpf.Cls.LD | cbpf.SIZE_BITS[4] | cbpf.ABS
 
 
+def export_libseccomp(f) -> bytes:
+    """The filter a pyseccomp ``SyscallFilter`` would load, as raw bytes: libseccomp's
+    ``seccomp_export_bpf`` writes into a pipe, read by a thread so that a filter larger than the
+    pipe's buffer cannot block the writer."""
+    import os
+    import threading
+
+    r, w = os.pipe()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        with os.fdopen(w, "wb", closefd=True) as pipe:
+            f.export_bpf(pipe)
+    finally:
+        reader.join()
+        os.close(r)
+    return b"".join(chunks)
+
+
 def load(raw: bytes, *, filename: str | None = None) -> tuple[tuple[CInsn, ...], tuple[CInsn, ...]]:
     """Decode and check raw filter bytes: (as written, as the kernel runs it)."""
     insns = cbpf.decode(raw, filename=filename)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pyseccomp
 
+from sysdispatch.seccomp import cfilter
+
 _OPS = {"SCMP_CMP_NE": pyseccomp.NE, "SCMP_CMP_LT": pyseccomp.LT, "SCMP_CMP_LE": pyseccomp.LE,
         "SCMP_CMP_EQ": pyseccomp.EQ, "SCMP_CMP_GE": pyseccomp.GE, "SCMP_CMP_GT": pyseccomp.GT,
         "SCMP_CMP_MASKED_EQ": pyseccomp.MASKED_EQ}
@@ -15,11 +17,13 @@ _SUBARCH = {"SCMP_ARCH_X86": pyseccomp.Arch.X86, "SCMP_ARCH_X32": pyseccomp.Arch
 
 
 def export(f: pyseccomp.SyscallFilter) -> bytes:
-    """The raw classic filter libseccomp would load (seccomp_export_bpf)."""
-    with tempfile.TemporaryFile() as t:
+    """The raw classic filter libseccomp would load (seccomp_export_bpf, through a pipe)."""
+    raw = cfilter.export_libseccomp(f)
+    with tempfile.TemporaryFile() as t:  # the file route gives the same bytes
         f.export_bpf(t)
         t.seek(0)
-        return t.read()
+        assert t.read() == raw
+    return raw
 
 
 def _action(name: str, errno_ret: int) -> int:
