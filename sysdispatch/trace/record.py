@@ -40,6 +40,7 @@ U64 = (1 << 64) - 1
 MODES = ("enforce", "audit")
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
 
 
 def policy_hash(data: bytes) -> str:
@@ -212,6 +213,50 @@ _HEADER_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
 )
 
 
+def _well_formed_event(o: dict[str, Any]) -> Event | None:
+    """The event of a valid line, checked in one expression (the common case); None when
+    something is wrong, and then :data:`_EVENT_FIELDS` find what."""
+    try:
+        t, pid, tid, nr, arch, ip, verdict = (o["time"], o["pid"], o["tid"], o["nr"], o["arch"],
+                                              o["ip"], o["verdict"])
+        name, args, handler, path, enforced, decoded = (o["name"], o["args"], o["handler"],
+                                                        o["path"], o["enforced"], o["decoded"])
+    except KeyError:
+        return None
+    if not (type(t) is float and 0 <= t < _INF or type(t) is int and t >= 0):
+        return None
+    if not (type(pid) is int and type(tid) is int and type(nr) is int and type(arch) is int
+            and type(ip) is int and type(verdict) is int and type(name) is str
+            and type(handler) is str and type(enforced) is bool and type(args) is list
+            and type(path) is list and type(decoded) is dict):
+        return None
+    if not (0 < pid <= _PID_MAX and 0 < tid <= _PID_MAX and _NR_MIN <= nr <= _NR_MAX
+            and 0 <= arch <= _U32_MAX and 0 <= ip <= U64 and 0 <= verdict <= _U32_MAX):
+        return None
+    if len(args) != 6 or set(map(type, args)) != _INT_ONLY or min(args) < 0 or max(args) > U64:
+        return None
+    if not (all(type(x) is str for x in path) and all(type(x) is str for x in decoded.values())):
+        return None
+    return Event(float(t), pid, tid, nr, name, arch, ip, tuple(args), verdict, handler,
+                 tuple(path), enforced, decoded)
+
+
+_INF = float("inf")
+_PID_MAX, _NR_MIN, _NR_MAX, _U32_MAX = (1 << 31) - 1, -(1 << 31), (1 << 31) - 1, (1 << 32) - 1
+_INT_ONLY = {int}
+_DESCRIPTIONS: dict[int, str] = {}
+
+
+def _describe(verdict: int) -> str:
+    """actions.describe, remembered: a trace holds few distinct verdicts."""
+    text = _DESCRIPTIONS.get(verdict)
+    if text is None:
+        if len(_DESCRIPTIONS) > 4096:
+            _DESCRIPTIONS.clear()
+        text = _DESCRIPTIONS[verdict] = actions.describe(verdict)
+    return text
+
+
 class TraceReader:
     """Read a trace file: the header on opening, then events by iterating (once).
 
@@ -245,7 +290,7 @@ class TraceReader:
         self.line += 1
         complete = raw.endswith(b"\n")
         try:
-            obj = json.loads(raw)
+            obj = _decode(raw.decode("utf-8"))
         except ValueError as exc:
             if not complete:
                 what = (f"truncated last line ({len(raw)} bytes, no newline): the recorder was "
@@ -296,13 +341,15 @@ class TraceReader:
         if obj is None:
             self.close()
             raise StopIteration
-        values = self._fields(obj, _EVENT_FIELDS, "event")
+        ev = _well_formed_event(obj)
+        if ev is None:  # say what is wrong (the checks field by field raise)
+            ev = Event(*self._fields(obj, _EVENT_FIELDS, "event"))
         text = obj.get("verdict_text")
-        if text is not None and text != actions.describe(values[8]):
+        if text is not None and text != _describe(ev.verdict):
             raise self._error(f"event 'verdict_text' {_kind(text)} does not match 'verdict' "
-                              f"{values[8]:#x} ({actions.describe(values[8])})")
+                              f"{ev.verdict:#x} ({_describe(ev.verdict)})")
         self.events += 1
-        return Event(*values)
+        return ev
 
     def close(self) -> None:
         self._file.close()

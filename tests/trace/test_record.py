@@ -266,3 +266,30 @@ def test_cli_reports_a_bad_trace_in_one_line(tmp_path, capsys):
     out = capsys.readouterr()
     assert f"warning: {cut}:3: truncated last line" in out.err
     assert "1 syscalls" in out.out
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=7) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["time", "pid", "tid", "nr", "name", "arch", "ip", "args", "verdict",
+                        "handler", "path", "enforced", "decoded"]),
+       json_values | st.lists(st.integers(-1, 2**64), min_size=6, max_size=6))
+def test_fast_and_field_by_field_checks_agree(key, value):
+    """The reader checks a line in one expression and, only when that fails, field by field
+    for the message: the two must accept exactly the same lines."""
+    from sysdispatch.trace import record as rec
+    obj = json.loads(_good_event())
+    obj[key] = value
+    fast = rec._well_formed_event(obj)
+    reader = rec.TraceReader.__new__(rec.TraceReader)
+    reader.path, reader.line = "x", 1
+    try:
+        slow = Event(*reader._fields(obj, rec._EVENT_FIELDS, "event"))
+    except TraceError:
+        slow = None
+    assert fast == slow
