@@ -290,6 +290,48 @@ def test_stack_accesses_outside_the_frame_fault_like_the_interpreter():
         assert a == b and b[0] == "VmError" and b[2] == 1
 
 
+def test_unaligned_and_byte_stack_accesses_agree():
+    insns = [*lddw(1, 0x1122_3344_5566_7788), make("stxdw", FP, 1, off=-16),
+             make("stxw", FP, 1, off=-6), make("stxh", FP, 1, off=-3), make("stb", FP, off=-1, imm=-1),
+             make("ldxdw", 2, FP, off=-12), make("ldxw", 3, FP, off=-7), make("ldxh", 4, FP, off=-15),
+             make("ldxsb", 5, FP, off=-1), make("ldxsh", 6, FP, off=-9),
+             make("lock_fetch_add32", FP, 1, off=-10, imm=1), make("lock_xchg", FP, 2, off=-16)]
+    fold = [x for r in range(1, 7) for x in (make("mul", 0, imm=31, reg=False),
+                                              make("xor", 0, r, reg=True))]
+    p = Program.load([mov(0, 0), *insns, *fold, make("ldxdw", 7, FP, off=-16),
+                      make("add", 0, 7, reg=True), make("exit")])
+    a, b = both(p)
+    assert a == b
+
+
+def test_every_frame_and_run_starts_with_a_zeroed_stack():
+    """Run contexts and frames reuse their stack regions: a fresh frame must still read 0."""
+    sub = [make("ldxdw", 0, FP, off=-8), make("stxdw", FP, 1, off=-8), make("exit")]
+    p = Program.load([mov(1, 41), make("call_local", imm=6), make("mov", 6, 0, reg=True),
+                      mov(1, 42), make("call_local", imm=3), make("add", 0, 6, reg=True),
+                      make("exit"), *sub])
+    for _ in range(3):
+        a, b = both(p)
+        assert a == b and b.r0 == 0
+    top = Program.load([make("ldxdw", 0, FP, off=-8), mov(1, 7), make("stxdw", FP, 1, off=-8),
+                        make("exit")])
+    assert [engine.run(top, engine="jit").r0 for _ in range(3)] == [0, 0, 0]
+
+
+def test_a_stack_made_on_touch_is_the_one_direct_accesses_use():
+    """The writer stores through a copy of r10 (the memory makes the stack region on touch);
+    its tail callee reads the same bytes at a constant offset from r10 (the direct path)."""
+    table = ProgArray(1)
+    reader = Program.load([make("ldxdw", 0, FP, off=-8), make("exit")], name="reader")
+    table.update(0, reader)
+    writer = Program.load([make("mov", 4, FP, reg=True), *lddw(5, 0xABCD_0123_4567),
+                           make("stxdw", 4, 5, off=-8), *lddw(2, 0, PSEUDO_MAP_FD), mov(3, 0),
+                           make("call", imm=TAIL_CALL), make("exit")], maps=[table], name="writer")
+    for _ in range(2):
+        a, b = both(writer)
+        assert a == b and b.chain == (writer, reader) and b.r0 == 0xABCD_0123_4567
+
+
 def test_write_to_the_seccomp_ctx_faults_and_pack_records_are_accepted():
     p = Program.load([mov(0, 7), make("stw", 1, off=0, imm=1), make("exit")], prog_type=SECCOMP)
     a, b = both(p, ctx=bytes(64))

@@ -4,9 +4,9 @@
 
     def F(env, mem, depth, left, blk, r0, r1, ..., r9):
 
-Registers are local variables; ``r10`` is the frame's stack top and ``stk`` its stack buffer
-(made at entry when some access uses it directly, otherwise on first touch as the interpreter
-does). The body is a state machine over basic blocks: ``while True:``
+Registers are local variables; ``r10`` is the frame's stack top; ``stk`` its stack buffer and
+``s2``/``s4``/``s8`` views of it as arrays of words (fetched at entry when some access uses the
+stack directly, otherwise the stack is made on first touch as in the interpreter). The body is a state machine over basic blocks: ``while True:``
 around a chain of ``if blk <= PC:`` tests in program order, one per basic block, where ``blk``
 is the pc of the block to run. Falling through needs no code (``blk`` stays below the next block's
 pc); a forward jump sets ``blk`` to its target and lets the chain skip the blocks in between; a
@@ -38,6 +38,7 @@ so two programs with the same instructions share one compiled code object.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 from ...errors import EncodingError
@@ -145,7 +146,7 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     out.add(0, f"def F({PARAMS}, {REGS}):")
     out.add(1, "r10 = TOPS[depth]")
     if _direct_stack(program):  # the frame's stack exists from here on (else made on touch)
-        out.add(1, "stk = (mem.stacks[depth] or mem.stack(depth)).buf")
+        out.add(1, "stk, s8, s4, s2 = STACK(env, mem, depth)")
     out.add(1, "while True:")
     grouped = len(blocks) > GROUP_FROM
     size = max(4, int(len(blocks) ** 0.5)) if grouped else len(blocks)
@@ -292,11 +293,24 @@ def _stack_off(base: int, off: int, size: int) -> int | None:
     return o if 0 <= o and o + size <= STACK_SIZE else None
 
 
+# Word views of the stack are in the machine's byte order: usable only where it is BPF's.
+WORD_VIEWS = sys.byteorder == "little"
+
+
+def _stack_item(so: int, size: int) -> str | None:
+    """The stack as an array of ``size``-byte words (``stk`` itself for bytes): an aligned
+    access is one index, much cheaper than struct."""
+    if size == 1:
+        return f"stk[{so}]"
+    return f"s{size}[{so // size}]" if WORD_VIEWS and so % size == 0 else None
+
+
 def _load(emit, ind: int, dst: int, src: int, off: int, size: int, signed: bool) -> None:
     conv = (lambda e: paste(sem.ldxs_expr(size), v=e)) if signed else (lambda e: e)
     so = _stack_off(src, off, size)
     if so is not None:
-        emit(f"r{dst} = {conv(f'U{size}(stk, {so})[0]')}")
+        item = _stack_item(so, size) or f"U{size}(stk, {so})[0]"
+        emit(f"r{dst} = {conv(item)}")
         return
     addr = f"r{src} + {off}" if off else f"r{src}"
     emit("g = mem.last")
@@ -310,7 +324,8 @@ def _load(emit, ind: int, dst: int, src: int, off: int, size: int, signed: bool)
 def _store(emit, ind: int, dst: int, off: int, size: int, value: str) -> None:
     so = _stack_off(dst, off, size)
     if so is not None:
-        emit(f"P{size}(stk, {so}, {value})")
+        item = _stack_item(so, size)
+        emit(f"{item} = {value}" if item else f"P{size}(stk, {so}, {value})")
         return
     addr = f"r{dst} + {off}" if off else f"r{dst}"
     emit("g = mem.last")
@@ -330,8 +345,10 @@ def _atomic(emit, ind: int, dst: int, src: int, off: int, size: int, op: str) ->
     so = _stack_off(dst, off, size)
     if so is not None:
         # The frame's stack belongs to this run alone: no other thread can interleave.
-        emit(f"om = U{size}(stk, {so})[0]")
-        emit(f"P{size}(stk, {so}, {paste(expr, m='om', b=b, c=c)})")
+        item = _stack_item(so, size)
+        new = paste(expr, m="om", b=b, c=c)
+        emit(f"om = {item or f'U{size}(stk, {so})[0]'}")
+        emit(f"{item} = {new}" if item else f"P{size}(stk, {so}, {new})")
         if fetch:
             emit(f"{fetch}om")
         return

@@ -33,7 +33,7 @@ from ...errors import EncodingError, SysdispatchError, VmError
 from .. import semantics as sem
 from ..helpers import HELPERS, Helper, TailCall, tail_call_target
 from ..interp import _check_regs, _lddw_value, compile_program as interp_compile
-from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64
+from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64, STACK_SIZE
 from ..memory import PACK, UNPACK, Memory
 from ..program import TAIL_CALL, Program
 from .codegen import Generated, generate
@@ -51,6 +51,36 @@ class Fault(Exception):
 
 
 # --- what compiled code calls --------------------------------------------------------------------
+
+_ZERO_STACK = bytes(STACK_SIZE)
+
+
+def frame_stack(env, mem, depth: int) -> tuple:
+    """(buffer, 8-, 4-, 2-byte word views) of call frame ``depth``'s stack, made if needed.
+
+    Word views cost more to make than a short run takes, so each run context keeps its frames'
+    regions and views: a frame entered afresh gets the context's region for that depth back,
+    zeroed — what :meth:`Memory.stack` would make — and a region the memory made on its own (a
+    helper touched the stack first) gets views once.
+    """
+    region = mem.stacks[depth]
+    cached = env.stack_views[depth]
+    if cached is not None:
+        if cached[0] is region:
+            return cached[1]
+        if region is None:
+            region = cached[0]
+            region.buf[:] = _ZERO_STACK
+            mem.stacks[depth] = region
+            mem.local.append(region)
+            return cached[1]
+    if region is None:
+        region = mem.stack(depth)
+    buf = region.buf
+    views = (buf, memoryview(buf).cast("Q"), memoryview(buf).cast("I"), memoryview(buf).cast("H"))
+    env.stack_views[depth] = (region, views)
+    return views
+
 
 def local_call(fn: Callable, env, mem, depth: int, left: int, blk: int,
                r0: int, r1: int, r2: int, r3: int, r4: int, r5: int, r6: int, r7: int, r8: int,
@@ -151,7 +181,7 @@ def _missing_helper(hid: int) -> Callable:
 
 # --- compiling and caching -----------------------------------------------------------------------
 
-_BASE_NS: dict[str, Any] = dict(sem.ENV, CALL=local_call, RAN_OFF=_ran_off,
+_BASE_NS: dict[str, Any] = dict(sem.ENV, CALL=local_call, RAN_OFF=_ran_off, STACK=frame_stack,
                                 TOPS=tuple(Memory.stack_top(k) for k in range(MAX_CALL_FRAMES)))
 for _size in (1, 2, 4, 8):
     _BASE_NS[f"U{_size}"] = UNPACK[_size]

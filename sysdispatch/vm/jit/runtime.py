@@ -45,7 +45,11 @@ _DEFAULT_HOST = Host(events=_Quiet())
 class RunEnv(Env):
     """A run's helper environment plus what the trampolines and the pool need."""
 
-    __slots__ = ("entry", "chain", "table", "max_steps", "ctx_region")
+    __slots__ = ("entry", "chain", "table", "max_steps", "ctx_region", "stack_views")
+
+    def __init__(self, mem: Memory, host: Host) -> None:
+        super().__init__(mem, host)
+        self.stack_views: list = [None] * MAX_CALL_FRAMES  # see compiler.frame_stack
 
 
 _POOL: list[RunEnv] = []
@@ -99,13 +103,14 @@ def _fast_env(program: Program, ctx: Any, mem: Any) -> tuple[RunEnv, int, int] |
     region.writable = writable
     region.name = name
     memory.local = [region]
+    memory.last = region  # most programs touch their ctx first: start on the fast path
     return env, CTX_BASE, size if ptype.ctx_size == 0 else 0
 
 
 def _release(env: RunEnv) -> None:
     """Back to the pool: no stack, no caller memory kept alive."""
     memory = env.mem
-    memory.stacks[0] = None
+    memory.stacks[0] = None  # the region stays in env.stack_views for the next run
     if memory.depth != 1:  # an unwind from inside a call left callee frames
         memory.depth = 1
         memory.stacks[:] = [None] * MAX_CALL_FRAMES

@@ -1,0 +1,237 @@
+"""Benchmarks of the JIT against the interpreter: workloads, an interleaved timer, a summary.
+
+``sysdispatch bench vm`` calls these (see cli/bench.py); ``python3 -m sysdispatch.vm.jit_bench``
+runs them on their own. Workloads:
+
+* the bpf_conformance programs (each run once per pass) — short programs, where per-run set-up
+  weighs most;
+* long random programs (progen, 300-slot bodies) — the steady instruction rate;
+* one *dispatch*: a seccomp-shaped ``syscall_entry`` (arch check, load nr, ``tail_call`` into a
+  PROG_ARRAY indexed by nr, a default verdict when the slot is empty) and a small handler that
+  checks an argument — through a 300-slot table, and through a 512-slot table holding 10 or
+  400 handlers. A slot is one list index, so the cost must not depend on how many are filled.
+
+Every round times every workload on every engine in turn in one process (a noisy neighbour slows
+them alike); medians over rounds are reported with their spread. Speed claims live here, never
+in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import interp, jit, progen
+from .isa import PSEUDO_MAP_FD, lddw, make
+from .maps import ProgArray
+from .program import SECCOMP, TAIL_CALL, Program
+
+Case = tuple[Program, dict[str, Any]]
+ENGINES: dict[str, Callable] = {"interp": interp.run, "jit": jit.run}
+
+# The dispatch programs only compare the ctx's fields with values the benchmark itself puts
+# there: these are workload values, not claims about any architecture or action.
+ARCH_TAG = 0xC000003E
+VERDICT_DEFAULT, VERDICT_MATCH, VERDICT_OTHER, VERDICT_BAD_ARCH = 0x7FFF0000, 0x50001, 0x7FFF0001, 0
+DISPATCH_SLOTS = 512
+
+
+@dataclass
+class Workload:
+    name: str
+    cases: list[Case]
+    note: str = ""
+
+
+# --- workloads ---------------------------------------------------------------------------------
+
+def syscall_entry(table: ProgArray) -> Program:
+    """Check arch, tail-call ``table[nr]``; the default verdict when that falls through."""
+    return Program.load([
+        make("mov", 6, 1, reg=True),
+        make("ldxw", 0, 6, off=4),
+        make("jne32", 0, imm=ARCH_TAG - (1 << 32), off=7, reg=False),
+        make("ldxw", 3, 6, off=0),
+        make("mov", 1, 6, reg=True),
+        *lddw(2, 0, PSEUDO_MAP_FD),
+        make("call", imm=TAIL_CALL),
+        make("mov", 0, imm=VERDICT_DEFAULT, reg=False),
+        make("exit"),
+        make("mov", 0, imm=VERDICT_BAD_ARCH, reg=False),
+        make("exit"),
+    ], maps=[table], prog_type=SECCOMP, name="syscall_entry")
+
+
+def handler(nr: int) -> Program:
+    """A handler: its verdict depends on args[0] (the low and high halves, as filters do)."""
+    return Program.load([
+        make("ldxw", 2, 1, off=16),
+        make("ldxw", 3, 1, off=20),
+        make("jne", 3, imm=0, off=3, reg=False),
+        make("jne", 2, imm=nr & 0xFFFF, off=2, reg=False),
+        make("mov", 0, imm=VERDICT_MATCH, reg=False),
+        make("exit"),
+        make("mov", 0, imm=VERDICT_OTHER, reg=False),
+        make("exit"),
+    ], prog_type=SECCOMP, name=f"handler{nr}")
+
+
+def seccomp_ctx(nr: int, arg0: int) -> bytes:
+    """64 bytes shaped like struct seccomp_data: nr, arch, ip, args[6]."""
+    return (nr.to_bytes(4, "little") + ARCH_TAG.to_bytes(4, "little") + bytes(8)
+            + arg0.to_bytes(8, "little") + bytes(40))
+
+
+def dispatch_workload(handlers: int, slots: int = DISPATCH_SLOTS) -> Workload:
+    """``syscall_entry`` over a ``slots``-slot table with ``handlers`` handlers spread over it;
+    the cases dispatch to every handler in turn (half of them matching args[0])."""
+    table = ProgArray(slots, name="syscalls")
+    rng = random.Random(handlers * 7919 + slots)
+    nrs = sorted(rng.sample(range(slots), handlers))
+    for nr in nrs:
+        table.update(nr, handler(nr))
+    entry = syscall_entry(table)
+    cases = [(entry, {"ctx": seccomp_ctx(nr, nr if i % 2 else nr + 1)}) for i, nr in enumerate(nrs)]
+    return Workload(f"dispatch, {handlers} handlers in {slots} slots", cases,
+                    "one tail call per run")
+
+
+def long_programs_workload(count: int = 20, length: int = 300) -> Workload:
+    """Random straight-line-and-branches programs: the steady instruction rate."""
+    cases = [(Program.load(progen.random_program(random.Random(seed), length=length),
+                           name=f"progen{seed}"), {}) for seed in range(count)]
+    return Workload(f"random programs ({length}-slot bodies)", cases, "progen, all features")
+
+
+def conformance_workload(directory: Path) -> Workload | str:
+    """Every program of the conformance suite in ``directory`` with its memory."""
+    from ..errors import SysdispatchError
+    from .conformance import CONFORMANCE_HELPERS, load_case, parse_test
+    if not directory.is_dir():
+        return f"conformance programs: {directory} not found"
+    cases = []
+    for path in sorted(directory.glob("*.data")):
+        try:
+            case = parse_test(path)
+            cases.append((load_case(case), {"mem": case.mem(), "helpers": CONFORMANCE_HELPERS}))
+        except SysdispatchError as exc:
+            return f"conformance programs: {path.name}: {exc}"
+    return Workload(f"conformance ({len(cases)} programs)", cases, "each run once per pass")
+
+
+def workloads() -> list[Workload]:
+    """The JIT's own rows for ``sysdispatch bench vm`` (the conformance row is bench's)."""
+    return [long_programs_workload(), dispatch_workload(300, 300), dispatch_workload(10),
+            dispatch_workload(400)]
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    insns: int
+    runs: int
+    seconds: float
+
+    @property
+    def us_per_run(self) -> float:
+        return 1e6 * self.seconds / self.runs
+
+    @property
+    def rate(self) -> float:
+        return self.insns / self.seconds
+
+
+def measure(run: Callable, cases: list[Case], min_time: float) -> Sample:
+    """Run every case in passes until ``min_time`` seconds have gone by."""
+    insns = runs = 0
+    clock = time.perf_counter
+    start = clock()
+    while True:
+        for program, kwargs in cases:
+            insns += run(program, **kwargs).steps
+        runs += len(cases)
+        elapsed = clock() - start
+        if elapsed >= min_time:
+            return Sample(insns, runs, elapsed)
+
+
+def compare(loads: list[Workload], *, rounds: int = 5, min_time: float = 0.3,
+            engines: dict[str, Callable] = ENGINES) -> list[dict]:
+    """Median figures per (workload, engine), rounds interleaved; the JIT's speedup added."""
+    for w in loads:  # compile and warm every program outside the timings
+        for run in engines.values():
+            for program, kwargs in w.cases:
+                run(program, **kwargs)
+    samples: dict[tuple[str, str], list[Sample]] = {(w.name, e): [] for w in loads
+                                                    for e in engines}
+    for _ in range(rounds):
+        for w in loads:
+            for e, run in engines.items():
+                samples[(w.name, e)].append(measure(run, w.cases, min_time))
+    rows = []
+    for w in loads:
+        for e in engines:
+            ss = samples[(w.name, e)]
+            rates = [s.rate for s in ss]
+            rows.append({"workload": w.name, "engine": e,
+                         "insns_per_run": ss[0].insns / ss[0].runs,
+                         "us_per_run": statistics.median(s.us_per_run for s in ss),
+                         "insns_per_s": statistics.median(rates),
+                         "spread": (max(rates) - min(rates)) / statistics.median(rates)})
+    by = {(r["workload"], r["engine"]): r for r in rows}
+    for r in rows:
+        base = by.get((r["workload"], "interp"))
+        r["speedup"] = base["us_per_run"] / r["us_per_run"] if base else None
+    return rows
+
+
+def dispatch_balance(rows: list[dict], engine: str = "jit") -> float | None:
+    """(cost with 400 handlers) / (cost with 10) - 1 for ``engine``: should stay within ±20 %."""
+    cost = {r["workload"]: r["us_per_run"] for r in rows if r["engine"] == engine}
+    few = cost.get(f"dispatch, 10 handlers in {DISPATCH_SLOTS} slots")
+    many = cost.get(f"dispatch, 400 handlers in {DISPATCH_SLOTS} slots")
+    return None if not few or not many else many / few - 1
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """Lines to print under the table: speedups and the dispatch balance."""
+    lines = []
+    for r in rows:
+        if r["engine"] == "jit" and r["speedup"]:
+            lines.append(f"jit vs interp, {r['workload']}: {r['speedup']:.1f}x")
+    for e in ("interp", "jit"):
+        bal = dispatch_balance(rows, e)
+        if bal is not None:
+            lines.append(f"{e}: dispatch with 400 handlers costs {100 * bal:+.1f} % vs 10 handlers")
+    return lines
+
+
+def main() -> None:
+    default = Path(__file__).resolve().parents[3] / "shared" / "conformance" / \
+        "bpf_conformance" / "tests"
+    conf = conformance_workload(default)
+    loads = ([conf] if isinstance(conf, Workload) else []) + workloads()
+    rounds, min_time = int(os.environ.get("ROUNDS", 5)), float(os.environ.get("MIN_TIME", 0.3))
+    rows = compare(loads, rounds=rounds, min_time=min_time)
+    try:
+        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    except OSError:
+        cpus = "?"
+    print(f"python {platform.python_version()}, {rounds} rounds x {min_time:g} s, CPUs {cpus}")
+    for r in rows:
+        print(f"{r['workload']:<38} {r['engine']:<6} {r['insns_per_run']:>8.1f} insns "
+              f"{r['us_per_run']:>9.2f} us/run {r['insns_per_s'] / 1e6:>7.2f} Minsn/s "
+              f"spread {100 * r['spread']:>5.1f} %")
+    for line in summary(rows):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
