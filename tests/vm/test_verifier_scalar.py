@@ -107,7 +107,7 @@ def test_branches_are_sound(pa, pb, op, bits):
     assert contains(ra, x) and contains(rb, y), f"{a} {op}{bits} {b} -> {ra}, {rb}"
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(abstract(), abstract())
 def test_within_means_every_value(pa, pb):
     (a, x), (b, _) = pa, pb

@@ -12,11 +12,11 @@ r6-r9 as they were. The main function's exit needs a scalar r0.
 from __future__ import annotations
 
 from ..isa import MAX_CALL_FRAMES, STACK_SIZE
+from ..maps import MAP_PROG_ARRAY
 from . import access, precision
 from .access import Reject
 from .state import CTX, MAP_PTR, MAP_VALUE, SCALAR, STACK, UNINIT, UNKNOWN, Frame, Reg, State
 
-MAP_PROG_ARRAY = 3   # enum bpf_map_type
 TAIL_CALL = 12
 STACK_ROUND = 16     # the kernel rounds each frame's stack to this when adding up call chains
 
@@ -33,7 +33,7 @@ class Calls:
         if h is None or hid not in self.prog_type.helpers:
             raise Reject(f"program of this type cannot use helper {fname}")
         regs = st.cur.regs
-        the_map = None
+        the_map, map_index = None, -1
         for i, kind in enumerate(h.args):
             r = i + 1
             reg = self._read(regs, r)
@@ -45,10 +45,10 @@ class Calls:
             elif kind == Arg.MAP_PTR:
                 if reg.kind != MAP_PTR:
                     raise Reject(f"R{r} type={reg.type_name} expected=map_ptr")
-                the_map = self.maps[reg.map]
-                is_prog_array = getattr(the_map, "map_type", None) == MAP_PROG_ARRAY
+                the_map, map_index = self.maps[reg.map], reg.map
+                is_prog_array = the_map.map_type == MAP_PROG_ARRAY
                 if is_prog_array != (hid == TAIL_CALL):
-                    raise Reject(f"cannot pass map_type {getattr(the_map, 'map_type', '?')} "
+                    raise Reject(f"cannot pass map_type {the_map.map_type} "
                                  f"into func {fname}")
             elif kind in (Arg.MAP_KEY, Arg.MAP_VALUE):
                 size = the_map.key_size if kind == Arg.MAP_KEY else the_map.value_size
@@ -71,7 +71,7 @@ class Calls:
             regs[0] = UNKNOWN
         elif h.ret == Ret.MAP_VALUE_OR_NULL:
             self.id_gen += 1
-            regs[0] = Reg(MAP_VALUE, map=self.maps.index(the_map), id=self.id_gen, null=True)
+            regs[0] = Reg(MAP_VALUE, map=map_index, id=self.id_gen, null=True)
         else:
             regs[0] = UNINIT
 

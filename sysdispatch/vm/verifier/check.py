@@ -19,6 +19,7 @@ from __future__ import annotations
 from ...errors import VerifierError
 from .. import disasm
 from ..isa import FP, NREGS, PSEUDO_IMM64, PSEUDO_MAP_FD, lddw_value
+from ..maps import MAP_ARRAY
 from ..program import Program, ProgType, jump_target
 from . import access, precision
 from . import scalar as sc
@@ -27,7 +28,8 @@ from .calls import Calls
 from .cfg import Cfg
 from .result import _TOKEN, VerifiedProgram
 from .state import (CTX, MAP_PTR, MAP_VALUE, NOT_INIT, SCALAR, SLOT, STACK, UNKNOWN,
-                    Frame, Reg, State, exact_key, fmt_frame, fmt_slot, scalar, subsumes)
+                    Frame, Reg, State, exact_key, fmt_frame, fmt_slot, quick_key, scalar,
+                    subsumes)
 
 
 # the kernel's operator spellings in its messages (bpf_alu_string)
@@ -65,7 +67,7 @@ class Verifier(Calls):
         self.limit = limit
         self.log: list[str] | None = [] if log else None
         self.explored: dict[int, list[Checkpoint]] = {}
-        self.in_progress: dict[int, dict[tuple, Checkpoint]] = {}
+        self.in_progress: dict[int, dict[tuple, list[Checkpoint]]] = {}
         self.insn_processed = self.jmps_processed = 0
         self.prev_insn = self.prev_jmps = 0
         self.total_states = self.peak_states = self.cur_states = 0
@@ -77,6 +79,7 @@ class Verifier(Calls):
         self.tail_calls = False
         self.pc = 0
         self.slot = None   # the stack slot the current instruction spilled or filled
+        self.visited = bytearray(len(prog.insns))
         self.pending: list[tuple[State, int]] = []   # jump-taken states still to walk
         try:
             self.cfg = Cfg(prog, self._helper_nargs)
@@ -112,6 +115,8 @@ class Verifier(Calls):
             stack_depth=self.combined_depth, frame_depths=depths, max_call_depth=self.max_frames,
             helpers=frozenset(self.helpers_used), tail_calls=self.tail_calls,
             insn_processed=self.insn_processed,
+            dead_code=frozenset(pc for pc, spec in enumerate(self.specs)
+                                if spec is not None and not self.visited[pc]),
             log="\n".join(self.log) + "\n" if self.log is not None else None)
 
     def fail(self, msg: str, pc: int | None = None) -> VerifierError:
@@ -138,7 +143,7 @@ class Verifier(Calls):
 
     def _walk(self, st: State) -> None:
         """Follow ``st`` until its path ends (exit of the main function, or pruned)."""
-        specs, cfg = self.specs, self.cfg
+        specs, cfg, visited = self.specs, self.cfg, self.visited
         while True:
             pc = self.pc = st.pc
             self.insn_processed += 1
@@ -149,6 +154,7 @@ class Verifier(Calls):
                 self._finish(st)
                 return
             spec = specs[pc]
+            visited[pc] = 1
             self.slot = None
             before = ([(list(f.regs), dict(f.stack)) for f in st.frames]
                       if self.log is not None else None)
@@ -188,7 +194,10 @@ class Verifier(Calls):
             cp.branches -= 1
             if cp.branches:
                 break
-            del self.in_progress[cp.pc][cp.key]
+            bucket = self.in_progress[cp.pc]
+            bucket[cp.key].remove(cp)
+            if not bucket[cp.key]:
+                del bucket[cp.key]
             self.explored.setdefault(cp.pc, []).append(cp)
             cp = cp.parent
 
@@ -222,17 +231,21 @@ class Verifier(Calls):
                 if cp.misses > cp.hits * 3 + 3:   # rarely useful: stop comparing with it
                     done.remove(cp)
                     self.cur_states -= 1
-        key = exact_key(st, self._live)
+        # A loop with no progress: an equal state is still open on this very path. Compare
+        # the live registers of the current frame first (cheap), whole states only if they match.
+        key = quick_key(st, self._live)
         open_ = self.in_progress.setdefault(pc, {})
-        old = open_.get(key)
-        if old is not None:
-            raise self.fail(f"infinite loop detected at insn {pc}")
+        same = open_.get(key)
+        if same:
+            full = exact_key(st, self._live)
+            if any(exact_key(cp.state, self._live) == full for cp in same):
+                raise self.fail(f"infinite loop detected at insn {pc}")
         if self.jmps_processed - self.prev_jmps >= 2 and self.insn_processed - self.prev_insn >= 8:
             self.prev_jmps, self.prev_insn = self.jmps_processed, self.insn_processed
             snap = st.copy()
             cp = Checkpoint(snap, key, st.parent, st.hist)
             snap.parent, snap.hist = None, []
-            open_[key] = cp
+            open_.setdefault(key, []).append(cp)
             st.parent, st.hist = cp, []
             self.total_states += 1
             self.cur_states += 1
@@ -302,11 +315,14 @@ class Verifier(Calls):
             regs[insn.dst] = scalar(sc.const(lddw_value(insn, self.insns[pc + 1])))
             return
         m = self.maps[insn.imm]
+        if not all(isinstance(getattr(m, f, None), int)
+                   for f in ("map_type", "key_size", "value_size", "max_entries")):
+            raise Reject(f"lddw refers to map {insn.imm}, which is not a map ({type(m).__name__})")
         if insn.src == PSEUDO_MAP_FD:
             regs[insn.dst] = Reg(MAP_PTR, map=insn.imm)
             return
         off = self.insns[pc + 1].imm
-        if getattr(m, "map_type", None) != 2:   # only array maps have values at fixed addresses
+        if m.map_type != MAP_ARRAY:   # only arrays have values at fixed addresses
             raise Reject("no direct value access support for this map type")
         if not 0 <= off < m.value_size or m.max_entries != 1:
             # the kernel gives one message for both; only a 1-entry array has "the" value

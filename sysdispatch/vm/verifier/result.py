@@ -30,11 +30,14 @@ class VerifiedProgram:
     ``helpers``        ids of the helpers it may call
     ``tail_calls``     whether it may tail-call
     ``insn_processed`` instructions the walk processed (the kernel's "processed N insns")
+    ``dead_code``      pcs no path reaches (a branch on a known value never goes there): never
+                       run, so never checked — the kernel replaces them with traps
     ``log``            the verifier log when asked for, else None
     """
 
     __slots__ = ("program", "prog_type", "mem_size", "stack_depth", "frame_depths",
-                 "max_call_depth", "helpers", "tail_calls", "insn_processed", "log")
+                 "max_call_depth", "helpers", "tail_calls", "insn_processed", "dead_code",
+                 "log")
 
     def __init__(self, token: object, **facts: Any) -> None:
         if token is not _TOKEN:

@@ -200,6 +200,14 @@ def _stacksafe(old: dict[int, Slot], cur: dict[int, Slot], idmap: dict[int, int]
     return True
 
 
+def quick_key(st: State, live: LiveFn) -> tuple:
+    """The live registers of the current frame, ids left out: equal exact keys have equal quick
+    keys (the kernel's states_maybe_looping)."""
+    regs = st.frames[-1].regs
+    return (len(st.frames), tuple(regs[i]._replace(id=0) if regs[i].id else regs[i]
+                                  for i in sorted(live(st, len(st.frames) - 1))))
+
+
 def exact_key(st: State, live: LiveFn) -> tuple:
     """A hashable picture of the live part of ``st``: equal keys at one pc on one path mean the
     loop between them made no progress (the kernel's "infinite loop detected")."""

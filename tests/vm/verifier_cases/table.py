@@ -251,6 +251,12 @@ ACCEPT = [
         r0 = *(u64 *)(r1 + 0)
         r0 = 0
         exit""", kernel=True),
+    Case("dead write to the frame pointer is never walked", """
+        r1 = 1
+        if r1 == 1 goto +1
+        r10 = 0
+        r0 = 0
+        exit""", kernel=True),
     Case("jmp32 decides on the low half", """
         r1 = 0x100000001 ll
         if w1 == 1 goto +1
@@ -740,6 +746,29 @@ REJECT = [
         r1 += r2
         r0 = *(u8 *)(r1 + 0)
         exit""", "invalid read from stack R1 off=0 size=1", 9, kernel=True),
+    Case("a checkpoint's precise offset is not stretched to cover a wider one", """
+        *(u64 *)(r10 - 8) = 0
+        call 7
+        r3 = 0
+        r4 = 0
+        r5 = 0
+        if r0 > 7 goto wide
+        r2 = r0
+        goto join
+    wide:
+        r2 = r0
+        r2 &= 15
+    join:
+        r3 += 1
+        r4 += 1
+        r5 += 1
+        if r3 == 0 goto +0
+        r1 = r10
+        r1 += -8
+        r1 += r2
+        r0 = *(u8 *)(r1 + 0)
+        exit""", "invalid variable-offset read from stack R1 var_off=(0x0; 0xf) off=-8 size=1",
+         17, kernel=True),
     Case("misaligned atomic on a map value", ARR_KEY + """
         r1 = map[arr] ll
         call 1
