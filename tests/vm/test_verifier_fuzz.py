@@ -1,7 +1,8 @@
 """Random programs against the verifier: it never crashes, and what it accepts runs cleanly.
 
 Programs are built from random instruction forms of :data:`sysdispatch.vm.isa.SPECS` over
-registers that hold pointers (r1 = caller memory, r10 and copies of it, a map value) and scalars,
+registers that hold pointers (r1 = caller memory or a seccomp ctx, r10 and copies of it, a map
+value) and scalars,
 with offsets near the edges of each region. Every verdict must be an acceptance or a one-line
 VerifierError; every accepted program is then run by the interpreter on many inputs, where it must
 never fault — the property the verifier exists for.
@@ -17,7 +18,7 @@ from sysdispatch.vm.disasm import disassemble
 from sysdispatch.vm.helpers import Host
 from sysdispatch.vm.interp import run
 from sysdispatch.vm.maps import ArrayMap
-from sysdispatch.vm.program import Program
+from sysdispatch.vm.program import GENERIC, SECCOMP, Program
 from sysdispatch.vm.verifier import verify
 
 MEM = 16
@@ -98,10 +99,12 @@ def random_program(rng: random.Random, n: int) -> list[isa.Insn]:
 def test_random_programs():
     rng = random.Random(7)
     accepted = refused = 0
-    for _ in range(1500):
-        insns = random_program(rng, rng.randrange(3, 14))
+    for i in range(1500):
+        ptype = SECCOMP if i % 3 == 0 else GENERIC
+        size = rng.randrange(3, 14) if i % 5 else rng.randrange(14, 40)
+        insns = random_program(rng, size)
         try:
-            prog = Program.load(insns, maps=[ArrayMap(8, 4, name="arr")])
+            prog = Program.load(insns, maps=[ArrayMap(8, 4, name="arr")], prog_type=ptype)
         except SysdispatchError:
             continue   # structurally invalid (e.g. a jump into the middle of nowhere)
         try:
@@ -112,9 +115,9 @@ def test_random_programs():
             continue
         accepted += 1
         for trial in range(4):
-            mem = bytearray(rng.randbytes(MEM))
+            data = rng.randbytes(64) if ptype is SECCOMP else bytearray(rng.randbytes(MEM))
             try:
-                run(vp.program, mem=mem, host=Host.fixed(seed=trial), max_steps=100_000)
+                run(vp.program, data, host=Host.fixed(seed=trial), max_steps=100_000)
             except VmError as exc:
                 raise AssertionError(f"verified program faulted: {exc}\n"
                                      f"{disassemble(vp.program)}") from None

@@ -197,6 +197,11 @@ def _stacksafe(old: dict[int, Slot], cur: dict[int, Slot], idmap: dict[int, int]
             if o == ZERO and c == SPILL and cs.spill.kind == SCALAR and cs.spill.s == sc.ZERO:
                 continue
             return False
+    for spi, cs in cur.items():
+        # where old had no spilled register, its future may overwrite part of the slot, which
+        # a spilled pointer forbids
+        if cs.spill is not None and cs.spill.kind != SCALAR and old.get(spi, EMPTY).spill is None:
+            return False
     return True
 
 
