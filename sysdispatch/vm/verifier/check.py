@@ -185,6 +185,12 @@ class Verifier(Calls):
                                           f.frameno).replace("=", "_w=", 1))
             if items:
                 line = f"{line:<36} ; {' '.join(items)}"
+        elif len(before) < len(st.frames):   # a bpf-to-bpf call (the kernel logs both frames)
+            line += (f"\ncaller:\n {fmt_frame(st.frames[-2], self.maps)}"
+                     f"\ncallee:\n {fmt_frame(st.cur, self.maps)}")
+        else:
+            line += (f"\nreturning from callee:\nto caller at {st.pc}:\n "
+                     f"{fmt_frame(st.cur, self.maps)}")
         self._say(line)
 
     def _finish(self, st: State) -> None:
