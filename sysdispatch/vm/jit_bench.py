@@ -164,7 +164,7 @@ def measure(run: Callable, cases: list[Case], min_time: float) -> Sample:
 
 def compare(loads: list[Workload], *, rounds: int = 5, min_time: float = 0.3,
             engines: dict[str, Callable] = ENGINES) -> list[dict]:
-    """Median figures per (workload, engine), rounds interleaved; the JIT's speedup added."""
+    """Median figures per (workload, engine), rounds interleaved."""
     for w in loads:  # compile and warm every program outside the timings
         for run in engines.values():
             for program, kwargs in w.cases:
@@ -185,10 +185,6 @@ def compare(loads: list[Workload], *, rounds: int = 5, min_time: float = 0.3,
                          "us_per_run": statistics.median(s.us_per_run for s in ss),
                          "insns_per_s": statistics.median(rates),
                          "spread": (max(rates) - min(rates)) / statistics.median(rates)})
-    by = {(r["workload"], r["engine"]): r for r in rows}
-    for r in rows:
-        base = by.get((r["workload"], "interp"))
-        r["speedup"] = base["us_per_run"] / r["us_per_run"] if base else None
     return rows
 
 
@@ -200,12 +196,16 @@ def dispatch_balance(rows: list[dict], engine: str = "jit") -> float | None:
     return None if not few or not many else many / few - 1
 
 
+def speedups(rows: list[dict]) -> dict[str, float]:
+    """Per workload: interpreter time per run / JIT time per run."""
+    cost = {(r["workload"], r["engine"]): r["us_per_run"] for r in rows}
+    return {w: cost[(w, "interp")] / cost[(w, "jit")] for (w, e) in cost
+            if e == "jit" and (w, "interp") in cost and cost[(w, "jit")]}
+
+
 def summary(rows: list[dict]) -> list[str]:
-    """Lines to print under the table: speedups and the dispatch balance."""
-    lines = []
-    for r in rows:
-        if r["engine"] == "jit" and r["speedup"]:
-            lines.append(f"jit vs interp, {r['workload']}: {r['speedup']:.1f}x")
+    """Lines to print under a table of ``rows`` (dicts with workload, engine, us_per_run)."""
+    lines = [f"jit vs interp, {w}: {x:.1f}x" for w, x in speedups(rows).items()]
     for e in ("interp", "jit"):
         bal = dispatch_balance(rows, e)
         if bal is not None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from ...errors import EncodingError
 from .. import semantics as sem
-from ..isa import FP, PSEUDO_IMM64, STACK_SIZE, Insn, lddw_value
+from ..isa import FP, PSEUDO_IMM64, PSEUDO_MAP_FD, STACK_SIZE, Insn, lddw_value
 from ..memory import SIZE_MASK
 from ..program import TAIL_CALL, Program, jump_target
 
@@ -62,13 +62,16 @@ class Generated:
 
     ``lines[i]`` is the pc that source line ``i + 1`` belongs to (``-1``: none); ``map_consts``
     the pcs whose ``lddw`` loads a map address or map value address (bound as ``K<pc>``);
-    ``helper_ids`` the helper ids called directly (bound as ``H<id>``).
+    ``helper_ids`` the helper ids called directly (bound as ``H<id>``); ``tail_maps`` the pcs of
+    ``lddw r2, map`` whose map a following ``tail_call`` uses as it is (bound as ``M<pc>``, with
+    ``TM<pc>`` the tail-call function that takes it).
     """
 
     source: str
     lines: tuple[int, ...]
     map_consts: tuple[int, ...]
     helper_ids: tuple[int, ...]
+    tail_maps: tuple[int, ...] = ()
 
 
 _NAME = re.compile(r"\b([abcmv])\b")
@@ -144,7 +147,11 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     blocks, segments = analyse(program)
     out = _Emitter()
     out.add(0, f"def F({PARAMS}, {REGS}):")
-    out.add(1, "r10 = TOPS[depth]")
+    if _uses_r10(program):
+        out.add(1, "r10 = TOPS[depth]")
+    else:  # only the budget's slow path wants it
+        out.add(1, "r10 = None")
+    tail_sites = _tail_map_sites(program, segments) if fast_tail else {}
     if _direct_stack(program):  # the frame's stack exists from here on (else made on touch)
         out.add(1, "stk, s8, s4, s2 = STACK(env, mem, depth)")
     out.add(1, "while True:")
@@ -174,10 +181,11 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
                     _segment_head(out, ind, pc, _steps(program, pc, seg_set, stop))
                 spec = specs[pc]
                 _emit_insn(out, ind, program, pc, start, insns[pc], spec, fast_tail,
-                           map_consts, helper_ids)
+                           map_consts, helper_ids, tail_sites.get(pc))
                 pc += 2 if spec.wide else 1
     text = "\n".join(out.text) + "\n"
-    return Generated(text, tuple(out.pcs), tuple(map_consts), tuple(sorted(helper_ids)))
+    return Generated(text, tuple(out.pcs), tuple(map_consts), tuple(sorted(helper_ids)),
+                     tuple(sorted(set(tail_sites.values()))))
 
 
 def _next_block(blocks: list[int], start: int, n: int) -> int:
@@ -200,6 +208,50 @@ def _direct_stack(program: Program) -> bool:
     return False
 
 
+def _uses_r10(program: Program) -> bool:
+    for insn, spec in zip(program.insns, program.specs):
+        if spec is None or spec.kind == "lddw":
+            continue
+        if ("dst" not in spec.zero and insn.dst == FP) or \
+                ("src" not in spec.zero and spec.kind not in ("call", "local_call")
+                 and insn.src == FP):
+            return True
+    return False
+
+
+def _writes(insn: Insn, spec) -> tuple[int, ...]:
+    """Registers an instruction may write (calls: r0-r5, as a callee may change them)."""
+    kind = spec.kind
+    if kind in ("alu", "alu32", "neg", "movsx", "end", "bswap", "lddw", "ldx", "ldxs"):
+        return (insn.dst,)
+    if kind == "atomic":
+        into = sem.ATOMIC[spec.op][1]
+        return (insn.src,) if into == "src" else (0,) if into == "r0" else ()
+    if kind in ("call", "local_call", "callx"):
+        return (0, 1, 2, 3, 4, 5)
+    return ()
+
+
+def _tail_map_sites(program: Program, segments: list[int]) -> dict[int, int]:
+    """{pc of ``call tail_call``: pc of the ``lddw r2, map`` whose value r2 still holds}, for
+    calls whose segment loads r2 that way and does not change it before the call."""
+    sites: dict[int, int] = {}
+    starts = set(segments)
+    source: int | None = None
+    for pc, (insn, spec) in enumerate(zip(program.insns, program.specs)):
+        if spec is None:
+            continue
+        if pc in starts:
+            source = None  # control may arrive here from elsewhere
+        if spec.kind == "call" and insn.imm == TAIL_CALL and source is not None:
+            sites[pc] = source
+        if spec.kind == "lddw" and insn.dst == 2:
+            source = pc if insn.src == PSEUDO_MAP_FD else None
+        elif 2 in _writes(insn, spec):
+            source = None
+    return sites
+
+
 def _can_fall_off(program: Program) -> bool:
     last = max(pc for pc, s in enumerate(program.specs) if s is not None)
     return program.specs[last].kind not in ("exit", "ja", "ja32")
@@ -218,7 +270,7 @@ def _steps(program: Program, pc: int, seg_set: set[int], stop: int) -> int:
 
 def _segment_head(out: _Emitter, ind: int, pc: int, count: int) -> None:
     out.add(ind, f"left -= {count}", pc)
-    out.add(ind, f"if left < 0: BUDGET(env, mem, {pc}, left + {count}, {REGS}, r10)", pc)
+    out.add(ind, f"if left < 0: BUDGET(env, mem, {pc}, left + {count}, {REGS}, depth)", pc)
 
 
 def _jump(out: _Emitter, ind: int, pc: int, target: int, block_start: int) -> None:
@@ -228,7 +280,8 @@ def _jump(out: _Emitter, ind: int, pc: int, target: int, block_start: int) -> No
 
 
 def _emit_insn(out: _Emitter, ind: int, program: Program, pc: int, block: int, insn: Insn,
-               spec, fast_tail: bool, map_consts: list[int], helper_ids: set[int]) -> None:
+               spec, fast_tail: bool, map_consts: list[int], helper_ids: set[int],
+               tail_map: int | None) -> None:
     kind, op = spec.kind, spec.op
     dst, src, off = insn.dst, insn.src, insn.off
     emit = lambda line, i=ind: out.add(i, line, pc)  # noqa: E731 - a short local alias
@@ -266,7 +319,9 @@ def _emit_insn(out: _Emitter, ind: int, program: Program, pc: int, block: int, i
         _atomic(emit, ind, dst, src, off, spec.size, op)
     elif kind == "call":
         if insn.imm == TAIL_CALL and fast_tail:
-            emit("t = TAIL(env, r2, r3)")
+            # r2 still holds what `lddw r2, map` loaded: the map itself, checked when bound
+            emit(f"t = TM{tail_map}(env, M{tail_map}, r3)" if tail_map is not None
+                 else "t = TAIL(env, r2, r3)")
             emit("if t is not None:")
             emit(f"return t, left, {REGS}", ind + 1)
         else:

@@ -31,7 +31,9 @@ from typing import Any, Callable
 
 from ...errors import EncodingError, SysdispatchError, VmError
 from .. import semantics as sem
+from .. import helpers as _helpers
 from ..helpers import HELPERS, Helper, TailCall, tail_call_target
+from ..maps import ProgArray
 from ..interp import _check_regs, _lddw_value, compile_program as interp_compile
 from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64, STACK_SIZE
 from ..memory import PACK, UNPACK, Memory
@@ -39,6 +41,9 @@ from ..program import TAIL_CALL, Program
 from .codegen import Generated, generate
 
 FILENAME = "<sysdispatch-jit>"  # marks compiled functions' frames in tracebacks
+# tail_call_into(env, prog_array, index): tail_call_target's checks after the map lookup, for
+# call sites whose map is known when binding (see /work/notes/jit-integration.md, patch 2).
+_TAIL_INTO = getattr(_helpers, "tail_call_into", None)
 
 
 class Fault(Exception):
@@ -147,11 +152,12 @@ def _tail_from_traceback(tail: TailCall) -> tuple:
     return (tail.program, loc["left"], *(loc[f"r{i}"] for i in range(10)))
 
 
-def _budget(pref: weakref.ref, env, mem, pc: int, remaining: int, *regs: int) -> None:
+def _budget(pref: weakref.ref, env, mem, pc: int, remaining: int, *regs_depth: int) -> None:
     """The budget does not cover the segment at ``pc``: run what fits, as the interpreter would
-    (on its closures, so the same faults), then fail at the first pc left over."""
+    (on its closures, so the same faults), then fail at the first pc left over. ``regs_depth``
+    is r0..r9 and the call depth."""
     code = interp_compile(pref(), env.table)
-    r = [*regs, mem, env]
+    r = [*regs_depth[:10], Memory.stack_top(regs_depth[10]), mem, env]
     try:
         for _ in range(remaining):
             pc = code[pc](r)
@@ -288,6 +294,12 @@ def compiled_for(program: Program, table: dict) -> Compiled:
     for hid in generated.helper_ids:
         helper = table.get(hid)
         ns[f"H{hid}"] = helper.impl if helper is not None else _missing_helper(hid)
+    for pc in generated.tail_maps:
+        m = program.maps[program.insns[pc].imm]
+        if _TAIL_INTO is not None and isinstance(m, ProgArray):
+            ns[f"M{pc}"], ns[f"TM{pc}"] = m, _TAIL_INTO  # the map is known: no lookup by address
+        else:
+            ns[f"M{pc}"], ns[f"TM{pc}"] = consts[f"K{pc}"], tail_call_target
     ns.update(PREF=ref, LINES=generated.lines, BUDGET=functools.partial(_budget, ref),
               CALLX=functools.partial(_callx, table), TAIL=tail_call_target)
     exec(code, ns)  # noqa: S102 - source generated from instruction fields only

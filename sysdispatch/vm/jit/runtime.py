@@ -20,7 +20,7 @@ from ...errors import SysdispatchError
 from ..helpers import HELPERS, Env, Helper, Host, Unwind
 from ..interp import DEFAULT_MAX_STEPS, RunResult, _setup
 from ..isa import MAX_CALL_FRAMES, NREGS
-from ..memory import CTX_BASE, Memory
+from ..memory import CTX_BASE, Memory, Region
 from ..program import Program
 from .compiler import ATTR, Fault, compiled_for, follow, innermost_frame, unwrap
 from ..helpers import TailCall
@@ -45,76 +45,81 @@ _DEFAULT_HOST = Host(events=_Quiet())
 class RunEnv(Env):
     """A run's helper environment plus what the trampolines and the pool need."""
 
-    __slots__ = ("entry", "chain", "table", "max_steps", "ctx_region", "stack_views")
+    __slots__ = ("entry", "chain", "table", "max_steps", "ctx_region", "ctx_type",
+                 "stack_views")
 
     def __init__(self, mem: Memory, host: Host) -> None:
         super().__init__(mem, host)
         self.stack_views: list = [None] * MAX_CALL_FRAMES  # see compiler.frame_stack
+        self.ctx_region = Region(CTX_BASE, b"", False, "mem")  # mapped per run
+        self.ctx_type = None  # the program type ctx_region's name and mode are set for
 
 
 _POOL: list[RunEnv] = []
 _POOL_MAX = 64
 
 
-def _new_env() -> RunEnv:
-    memory = Memory()
-    env = RunEnv(memory, _DEFAULT_HOST)
-    env.ctx_region = memory.map(CTX_BASE, bytearray(1), name="mem")
-    return env
-
-
-def _fast_env(program: Program, ctx: Any, mem: Any) -> tuple[RunEnv, int, int] | None:
-    """A pooled environment set up for ``ctx``/``mem``, and r1, r2; None for unusual input."""
-    ptype = program.prog_type
-    if ptype.ctx_size == 0:
-        if ctx is not None and mem is not None:
-            return None
-        data = ctx if ctx is not None else mem
-        name = "mem"
-    else:
+def _fast_env(ptype, ctx: Any, mem: Any) -> tuple[RunEnv, int, int] | None:
+    """A pooled environment with the ctx or caller memory mapped as the interpreter's set-up
+    maps it, and r1, r2; None for input the fast path leaves to that set-up."""
+    size = ptype.ctx_size
+    if size:  # a fixed ctx (seccomp_data): r1 only
         if mem is not None:
             return None
-        data = bytes(ptype.ctx_size) if ctx is None else ctx
-        name = f"{ptype} ctx"
-    cls = data.__class__
-    if data is not None and cls is not bytes and cls is not bytearray:
-        return None
-    if ptype.ctx_size and len(data) != ptype.ctx_size:
+        data = bytes(size) if ctx is None else ctx
+    elif ctx is None:  # generic: caller memory in ctx or mem, r1 = address, r2 = length
+        data = mem
+    elif mem is None:
+        data = ctx
+    else:
         return None
     try:
         env = _POOL.pop()
     except IndexError:
-        env = _new_env()
+        env = RunEnv(Memory(), _DEFAULT_HOST)
     memory = env.mem
-    memory.last = _NOWHERE
     if data is None:
         memory.local = []
         return env, 0, 0
-    writable = ptype.ctx_writable
-    if writable:
-        if cls is not bytearray:
+    cls = data.__class__
+    if cls is bytes:
+        if ptype.ctx_writable:
             data = bytearray(data)
-    elif cls is not bytes:
-        data = bytes(data)
+    elif cls is bytearray:
+        if not ptype.ctx_writable:
+            data = bytes(data)
+    else:
+        _POOL.append(env)
+        return None
+    n = len(data)
+    if size and n != size:
+        _POOL.append(env)
+        return None
     region = env.ctx_region
+    if env.ctx_type is not ptype:
+        region.writable = ptype.ctx_writable
+        region.name = f"{ptype} ctx" if size else "mem"
+        env.ctx_type = ptype
     region.buf = data
-    region.size = size = len(data)
-    region.end = CTX_BASE + size
-    region.writable = writable
-    region.name = name
+    region.size = n
+    region.end = CTX_BASE + n
     memory.local = [region]
     memory.last = region  # most programs touch their ctx first: start on the fast path
-    return env, CTX_BASE, size if ptype.ctx_size == 0 else 0
+    return env, CTX_BASE, 0 if size else n
 
 
 def _release(env: RunEnv) -> None:
-    """Back to the pool: no stack, no caller memory kept alive."""
+    """Back to the pool: no stack, no caller memory kept alive, nothing left half-mapped."""
     memory = env.mem
     memory.stacks[0] = None  # the region stays in env.stack_views for the next run
     if memory.depth != 1:  # an unwind from inside a call left callee frames
         memory.depth = 1
         memory.stacks[:] = [None] * MAX_CALL_FRAMES
-    env.ctx_region.buf = b""
+    region = env.ctx_region
+    region.buf = b""
+    region.size = 0
+    region.end = CTX_BASE
+    memory.last = _NOWHERE
     env.chain = None
     if len(_POOL) < _POOL_MAX:
         _POOL.append(env)
@@ -125,9 +130,7 @@ def _slow_env(program: Program, ctx: Any, mem: Any) -> tuple[RunEnv, int, int]:
     memory = Memory()
     r: list = [0] * NREGS
     _setup(program, ctx, mem, memory, r)
-    env = RunEnv(memory, _DEFAULT_HOST)
-    env.ctx_region = None
-    return env, r[1], r[2]
+    return RunEnv(memory, _DEFAULT_HOST), r[1], r[2]
 
 
 _tuple_new = tuple.__new__  # RunResult is a NamedTuple: skip its Python-level __new__
@@ -142,7 +145,7 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
     """
     table = HELPERS if helpers is None else helpers
     prog = program if program.__class__ is Program else unwrap(program)
-    got = _fast_env(prog, ctx, mem)
+    got = _fast_env(prog.prog_type, ctx, mem)
     pooled = got is not None
     env, r1, r2 = got if pooled else _slow_env(prog, ctx, mem)
     env.host = _DEFAULT_HOST if host is None else host
