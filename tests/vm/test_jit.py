@@ -416,6 +416,16 @@ def test_concurrent_and_nested_runs_do_not_share_memory():
     assert not failures
 
 
+def test_verified_programs_run_on_both_engines():
+    from sysdispatch.vm.verifier import verify
+    for seed in range(10):
+        p = Program.load(progen.random_program(random.Random(seed), length=40))
+        vp = verify(p)
+        a, b = both(vp)
+        assert a == b and b.chain == (p,)
+        assert jit.compile_program(vp).program is p
+
+
 def test_engine_choice():
     p = Program.load([mov(0, 5), make("exit")])
     compiled = jit.compile_program(p)
