@@ -23,7 +23,8 @@ the seccomp_data field (``sys_number``, ``arch``, ``instruction_pointer``, ``arg
 syscall names of the architecture known on that path: the arch inferred from a preceding
 ``if (A == ARCH_...)`` test, else the ``.arch`` (default x86_64). x32 numbers on an x86_64 path
 print as ``x32:read``. The same inference runs when assembling, so bytes -> text -> bytes is
-exact.
+exact; fields a form ignores but the bytes set are kept as a suffix, e.g. ``A += X {k=0x7}``.
+The disassembler is here, the assembler in :mod:`.casm` (re-exported as :func:`assemble`).
 """
 
 from __future__ import annotations
