@@ -11,7 +11,9 @@ dispatched syscall::
      "decoded":{"pathname":"/etc/shadow"}}
 
 Integers are exact (``args`` are unsigned 64-bit: a reader whose JSON numbers are doubles loses
-precision above 2**53). ``verdict_text`` is redundant with ``verdict`` and checked against it.
+precision above 2**53). ``time`` (seconds since the trace started) is rounded to microseconds: a
+ptrace stop takes longer than that. ``verdict_text`` is redundant with ``verdict`` and checked
+against it.
 
 Crash safety: the recorder hands lines to the kernel in small batches (a full batch, or 50 ms of
 trace time since the last write), so a recorder killed outright leaves a prefix of whole lines and
@@ -62,7 +64,7 @@ def header_record(header: Header) -> dict[str, Any]:
 
 
 def event_record(ev: Event) -> dict[str, Any]:
-    return {"time": ev.time, "pid": ev.pid, "tid": ev.tid, "nr": ev.nr, "name": ev.name,
+    return {"time": round(ev.time, 6), "pid": ev.pid, "tid": ev.tid, "nr": ev.nr, "name": ev.name,
             "arch": ev.arch, "ip": ev.ip, "args": list(ev.args), "verdict": ev.verdict,
             "verdict_text": actions.describe(ev.verdict), "handler": ev.handler,
             "path": list(ev.path), "enforced": ev.enforced, "decoded": ev.decoded}
