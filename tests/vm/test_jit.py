@@ -17,16 +17,16 @@ import threading
 
 import pytest
 
-from sysdispatch.errors import EncodingError, MapError, SysdispatchError, VmError
-from sysdispatch.vm import engine, interp, jit, progen
+from sysdispatch.errors import MapError, SysdispatchError, VmError
+from sysdispatch.vm import engine, jit, progen
 from sysdispatch.vm.asm import assemble
 from sysdispatch.vm.conformance import CONFORMANCE_HELPERS
-from sysdispatch.vm.helpers import HELPERS, Helper, Host, Printk, TailCall
+from sysdispatch.vm.helpers import HELPERS, Helper, Host, Printk
 from sysdispatch.vm.isa import (FP, MAX_CALL_FRAMES, MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn,
                                 lddw, make)
 from sysdispatch.vm.jit.codegen import GROUP_FROM, analyse
 from sysdispatch.vm.maps import ArrayMap, ProgArray, ProgOwner
-from sysdispatch.vm.program import GENERIC, SECCOMP, TAIL_CALL, TRACE_PRINTK, Program
+from sysdispatch.vm.program import SECCOMP, TAIL_CALL, TRACE_PRINTK, Program
 
 ENGINES = ("interp", "jit")
 

@@ -9,10 +9,12 @@ per (program, helper table) for as long as the program lives.
 Control leaves a compiled function ``F`` only by returning a tuple:
 
 * ``(None, left, r0, ..., r5)`` — ``exit``;
-* ``(callee, left, r0, ..., r9)`` — a tail call: :func:`frame` (the trampoline) looks up the
+* ``(callee, left, r0, ..., r9)`` — a tail call: :func:`follow` (the trampoline) looks up the
   callee's compiled function and enters its body with the live registers, the same frame (stack,
   ``r10``, call depth) and the remaining budget. Nothing of the run's set-up is redone and the
-  Python stack does not grow, however long the chain.
+  Python stack does not grow, however long the chain. (A tail call raised as
+  :class:`~sysdispatch.vm.helpers.TailCall` — by ``callx`` or a caller-given helper table — is
+  turned into the same tuple from the raising function's frame.)
 
 A bpf-to-bpf call is a Python call: :func:`local_call` opens the callee's frame (its own stack)
 and runs :func:`frame` on ``F`` entered at the callee's pc, so r6-r9 and r10 stay in the caller's
@@ -30,12 +32,12 @@ from types import CodeType
 from typing import Any, Callable
 
 from ...errors import EncodingError, SysdispatchError, VmError
-from .. import semantics as sem
 from .. import helpers as _helpers
+from .. import semantics as sem
 from ..helpers import HELPERS, Helper, TailCall, tail_call_target
-from ..maps import ProgArray
 from ..interp import _check_regs, _lddw_value, compile_program as interp_compile
 from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64, STACK_SIZE
+from ..maps import ProgArray
 from ..memory import PACK, UNPACK, Memory
 from ..program import TAIL_CALL, Program
 from .codegen import Generated, generate
@@ -255,9 +257,11 @@ def unwrap(obj: Any) -> Program:
 # with the helper table it was compiled for: it lives and dies with the program, and finding it
 # is one dict lookup. The function refers to its program only weakly, so no cycle keeps either.
 ATTR = "_jit_code"
-# source -> code object: programs with equal instructions share one compile.
+# source -> code object: programs with equal instructions (say, many identical handlers) share
+# one compile. Bounded in entries, and only sources of a modest size are kept.
 _CODE: dict[str, CodeType] = {}
 _CODE_MAX = 4096
+_CODE_MAX_SOURCE = 1 << 18
 _LOCK = threading.Lock()
 
 
@@ -285,10 +289,11 @@ def compiled_for(program: Program, table: dict) -> Compiled:
     code = _CODE.get(generated.source)
     if code is None:
         code = compile(generated.source, FILENAME, "exec")
-        with _LOCK:
-            if len(_CODE) >= _CODE_MAX:
-                _CODE.clear()
-            _CODE[generated.source] = code
+        if len(generated.source) <= _CODE_MAX_SOURCE:
+            with _LOCK:
+                if len(_CODE) >= _CODE_MAX:
+                    _CODE.clear()
+                _CODE[generated.source] = code
     ref = weakref.ref(program)
     ns = dict(_BASE_NS, **consts)
     for hid in generated.helper_ids:
