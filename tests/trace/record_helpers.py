@@ -31,7 +31,7 @@ def decide_events(policy: LoadedPolicy, calls, *, pid: int = 4242, arch=X86_64,
         label = arch.syscall_name(nr) or f"syscall_{nr}"
         data = SeccompData(nr, arch.audit, 0x401000 + i, tuple(args))
         d = policy.decide(data)
-        out.append(Event(start + i * step, pid, tid, nr, label, arch.audit,
+        out.append(Event(round(start + i * step, 6), pid, tid, nr, label, arch.audit,
                          data.instruction_pointer, data.args, d.ret, d.handler or "default", d.path,
                          decoded={"call": str(i)} if i % 3 == 0 else {}))
     return out
