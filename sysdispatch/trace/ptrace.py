@@ -306,3 +306,61 @@ EVENTS = {PTRACE_EVENT_FORK: "fork", PTRACE_EVENT_VFORK: "vfork", PTRACE_EVENT_C
 OPTIONS_ALL_EVENTS = (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK
                       | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_TRACEVFORKDONE
                       | PTRACE_O_TRACEEXIT | PTRACE_O_TRACESECCOMP)
+
+
+# --- additions for the tracer (sysdispatch.trace.tracer / enforce) ---------------------------------
+#
+# The per-stop path must stay lean: these avoid a fresh ctypes structure and a dataclass per stop,
+# and give the tracer the requests it needs to emulate seccomp's signals (per-thread signal masks,
+# one word of memory written).
+
+from ptrace.binding.func import PTRACE_POKEDATA  # noqa: E402  (kept beside its use)
+
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
+
+# Registers holding the syscall arguments at a syscall stop of a 64-bit tracer: x86_64 (and x32)
+# use the 64-bit ABI; a 64-bit process calling ``int 0x80`` uses i386's (ebx, ecx, edx, esi, edi,
+# ebp), zero-extended into the same struct user_regs_struct.
+SYSCALL_ARG_REGS_I386 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
+
+
+def pokedata(pid: int, addr: int, word: int) -> None:
+    """Write one word of the tracee's memory."""
+    ptrace(PTRACE_POKEDATA, pid, addr, word & 0xFFFFFFFFFFFFFFFF)
+
+
+def getsigmask(pid: int) -> int:
+    """The blocked-signal mask of one thread (bit ``sig - 1`` set: ``sig`` is blocked)."""
+    mask = ctypes.c_uint64()
+    ptrace(PTRACE_GETSIGMASK, pid, ctypes.sizeof(mask), ctypes.addressof(mask))
+    return mask.value
+
+
+def setsigmask(pid: int, mask: int) -> None:
+    value = ctypes.c_uint64(mask)
+    ptrace(PTRACE_SETSIGMASK, pid, ctypes.sizeof(value), ctypes.addressof(value))
+
+
+class StopInfo:
+    """A reusable PTRACE_GET_SYSCALL_INFO buffer for the tracer's hot path: :meth:`read` fills
+    it with one request and the fields are read off :attr:`raw` (``op``, ``arch``,
+    ``instruction_pointer``, ``nr`` (u64: convert with :func:`signed_nr`), ``args``,
+    ``ret_data``) — no allocation per stop."""
+
+    __slots__ = ("raw", "_addr", "_size")
+
+    def __init__(self) -> None:
+        self.raw = _RawSyscallInfo()
+        self._addr = ctypes.addressof(self.raw)
+        self._size = ctypes.sizeof(self.raw)
+
+    def read(self, pid: int) -> _RawSyscallInfo:
+        ptrace(PTRACE_GET_SYSCALL_INFO, pid, self._size, self._addr)
+        return self.raw
+
+
+def signed_nr(nr: int) -> int:
+    """A syscall number as seccomp_data holds it (int): the u64 of GET_SYSCALL_INFO, signed."""
+    nr &= 0xFFFFFFFFFFFFFFFF
+    return nr - (1 << 64) if nr >> 63 else nr

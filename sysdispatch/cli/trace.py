@@ -1,0 +1,110 @@
+"""``sysdispatch trace``: run a command (or attach to a process) under a policy, enforced live.
+
+    sysdispatch trace [--policy FILE] [--audit] [--all] [--record FILE.jsonl] [--summary]
+                      [--on-trace MODULE:FUNC] [--engine interp|jit] [-o FILE] [-q] [-v]
+                      -- CMD [ARG...]
+    sysdispatch trace [OPTIONS] -p PID
+
+Children, threads and exec'd programs are followed. One line per event goes to stderr (``-o``
+to a file, ``-q`` for none): every syscall whose verdict is not ALLOW, every dispatched one with
+``-v``. Without ``--policy`` the embedded default policy decides (allow all, log dangerous
+calls). ``--audit`` reports verdicts without enforcing them. In spawn mode only the syscalls the
+policy must decide stop in the tracer (a kernel prefilter allows the rest); ``--all`` (and
+``--record``, ``--summary``, ``--audit``) dispatches every syscall. ``-p`` uses syscall-entry
+stops instead, and Ctrl-C detaches.
+
+Exit status: the command's own, or 128 + the signal that ended it (159: killed by SIGSYS, e.g.
+a KILL verdict); 130 after Ctrl-C in spawn mode; 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import TraceError
+
+ENGINES = ("interp", "jit")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trace", help="run a command under a policy (ptrace), or attach (-p)",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", metavar="FILE",
+                   help="policy file (.toml) or OCI profile (.json); default: the embedded one")
+    p.add_argument("--audit", action="store_true",
+                   help="report every would-be verdict, change nothing")
+    p.add_argument("-p", dest="pid", type=int, metavar="PID", help="attach to a running process")
+    p.add_argument("--record", metavar="FILE.jsonl", help="write every dispatched syscall")
+    p.add_argument("--summary", action="store_true", help="print a table of calls at the end")
+    p.add_argument("--on-trace", metavar="MODULE:FUNC", help="answer TRACE/USER_NOTIF verdicts")
+    p.add_argument("--all", action="store_true", help="dispatch every syscall")
+    p.add_argument("--engine", default="interp", choices=ENGINES, help="how the policy runs")
+    p.add_argument("-o", dest="output", metavar="FILE", help="event lines to FILE, not stderr")
+    p.add_argument("-q", dest="quiet", action="store_true", help="no event lines")
+    p.add_argument("-v", dest="verbose", action="store_true",
+                   help="a line for every dispatched syscall")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    p.set_defaults(func=cmd_trace)
+
+
+def _policy(args: argparse.Namespace):
+    from ..policy.loaded import LoadedPolicy
+    from ..trace.record import policy_hash
+    from .policy_io import load_policy
+    from .replay import EMBEDDED_DEFAULT
+    path = args.policy or str(EMBEDDED_DEFAULT)
+    data = Path(path).read_bytes()
+    model, warnings = load_policy(path)
+    for w in warnings:
+        print(f"sysdispatch: {path}: {w}", file=sys.stderr)
+    return LoadedPolicy(model, engine=args.engine), policy_hash(data)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if args.pid is not None and command:
+        raise TraceError("trace: give either -p PID or a command, not both")
+    if args.pid is None and not command:
+        raise TraceError("trace: no command (sysdispatch trace [OPTIONS] -- CMD [ARG...])")
+    from ..seccomp.arch import native
+    from ..trace.events import Header
+    from ..trace.tracer import Tracer
+    loaded, digest = _policy(args)
+    hook = None
+    if args.on_trace:
+        from ..trace.hooks import load
+        hook = load(args.on_trace)
+    out = None if args.quiet else sys.stderr
+    close_out = False
+    if args.output and not args.quiet:
+        out = open(args.output, "w", encoding="utf-8")
+        close_out = True
+    header = Header(arch=native().name, policy=loaded.policy.name, policy_hash=digest,
+                    command=tuple(command) if command else ("-p", str(args.pid)),
+                    start_time=time.time(), mode="audit" if args.audit else "enforce")
+    sinks = []
+    summary = None
+    try:
+        if args.record:
+            from ..trace.record import Recorder
+            sinks.append(Recorder(args.record, header))
+        if args.summary:
+            from ..trace.summary import Summary
+            summary = Summary(header)
+            sinks.append(summary)
+        tracer = Tracer(loaded, audit=args.audit, sinks=sinks, out=out, verbose=args.verbose,
+                        dispatch_all=args.all, hook=hook, reap_orphans=True)
+        status = tracer.attach(args.pid) if args.pid is not None else tracer.spawn(command)
+        if summary is not None:
+            from ..trace.summary import format_text
+            (out or sys.stderr).write(format_text(summary))
+        return status
+    finally:
+        if close_out:
+            out.close()
