@@ -67,6 +67,8 @@ class Compiled:
 
 def compile_policy(policy: Policy, *, verify: bool = True) -> Compiled:
     """Build every program, array and map of ``policy`` and fill the jump tables."""
+    from .parse import check_default_chains
+    check_default_chains(policy)   # models built in Python skip the reader's checks
     maps = {name: create_map(m.type, m.key_size, m.value_size, m.max_entries, name)
             for name, m in policy.maps.items()}
     arrays: dict[tuple[str, str | None], ProgArray] = {}
@@ -186,6 +188,10 @@ class _Generator:
             for cond in rule.conds:
                 items += [cond.loc or rule.loc] + cond.to_bpf(nxt)
             items += [rule.then.loc or rule.loc] + self.act(rule.then, maps)
+            if not rule.conds:
+                # Always matches: what follows could never run (and the verifier refuses
+                # unreachable code), so it is left out.
+                return _Built(h.name, items, maps, h.loc, context)
         items += [Label("default"), default.loc or h.loc] + self.act(default, maps)
         return _Built(h.name, items, maps, h.loc, context)
 

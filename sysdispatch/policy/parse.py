@@ -459,16 +459,22 @@ class _Reader:
         return out
 
     def check_table_defaults(self, pol: Policy) -> None:
-        """A table's default may tail-call another table; such chains must end."""
-        for start in pol.tables:
-            seen = [start]
-            act = pol.tables[start].default
-            while act is not None and act.tail_call is not None:
-                if act.tail_call in seen:
-                    raise PolicyError(f"table defaults tail-call in a circle: "
-                                      f"{' -> '.join(seen + [act.tail_call])}", loc=act.loc)
-                seen.append(act.tail_call)
-                act = pol.tables[act.tail_call].default
+        check_default_chains(pol)
+
+
+def check_default_chains(pol: Policy) -> None:
+    """A table's default (or, for a table without one, the policy's) may tail-call another
+    table; such chains must end, or the code after a failed tail call would never be done."""
+    for start in pol.tables:
+        seen = [start]
+        act = pol.table_default(start)
+        while act.tail_call is not None:
+            if act.tail_call in seen:
+                circle = seen[seen.index(act.tail_call):] + [act.tail_call]
+                raise PolicyError(f"table defaults tail-call in a circle: {' -> '.join(circle)}",
+                                  loc=act.loc)
+            seen.append(act.tail_call)
+            act = pol.table_default(act.tail_call)
 
 
 def _is_action_literal(text: str) -> bool:

@@ -172,6 +172,9 @@ ERRORS = [
     (DEMO + '[tables.t2]\nindex="args[1]"\ndefault="tail_call(t3)"\n'
             '[tables.t3]\nindex="args[2]"\ndefault="tail_call(t2)"\n',
      "demo.toml:50:9: table defaults tail-call in a circle: t2 -> t3 -> t2"),
+    (_with('default = "allow"\n\n[maps', 'default = "tail_call(t2)"\n\n[maps')
+     + '[tables.t2]\nindex="args[1]"\n',
+     "demo.toml:5:11: table defaults tail-call in a circle: t2 -> t2"),
     ("[policy]\ndefault = 'allow'\n[extra]\n", "demo.toml:3:2: unknown key 'extra' in the policy file"),
     ("handlers = 3\n[policy]\ndefault = 'allow'\n", "demo.toml:1:12: 'handlers' must be a table"),
     ("[maps]\n", "demo.toml:1:1: missing [policy] section"),
