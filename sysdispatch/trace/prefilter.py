@@ -20,10 +20,9 @@ Each of those the policy lists gets a single-arch libseccomp filter of its own (
 per arch); they are merged into one. A call of an arch the policy does not list, or one
 libseccomp cannot place, takes the BADARCH action, TRACE, so the policy's ``bad_arch`` decides.
 Rules are added by name; on i386, libseccomp routes a rule for a socket or SysV-IPC call to the
-``socketcall``/``ipc`` multiplexer too, so those names never get an ALLOW rule there. libseccomp
-lets syscall number -1 through its arch checks to the default action; when that default is
-ALLOW, a second 3-instruction filter (``nr == -1 -> TRACE``) sends it to the policy, which may
-judge it a bad arch (its x32 bit is set). The kernel combines the two, TRACE winning.
+``socketcall``/``ipc`` multiplexer too, so those names never get an ALLOW rule there. Syscall number -1
+(what a tracer's skip leaves) passes libseccomp's arch checks to the default action, as it
+reaches the policy's empty-slot default (policy.layout: nr -1 is x86_64's, out of every table).
 
 Modes where every syscall must be seen (``--all``, ``--record``, ``--summary``, ``--audit``)
 use :func:`trace_all`: TRACE for everything. Live slot swaps (LoadedPolicy.set_slot) cannot
@@ -178,18 +177,14 @@ def export(f: "pyseccomp.SyscallFilter") -> bytes:
 
 def programs(loaded: LoadedPolicy | None, *, dispatch_all: bool) -> list[bytes]:
     """The classic programs to install, oldest first: everything traced with ``dispatch_all``
-    (or no policy), else :func:`build`'s filter and, when it allows by default, the -1 guard."""
-    from ..seccomp.oracle import sentinel_filter   # "if nr == N return TRACE(0); return ALLOW"
+    (or no policy), else :func:`build`'s filter (everything traced if libseccomp refuses a
+    rule: one stop too many is safe, a guess is not)."""
     if dispatch_all or loaded is None:
         return [export(trace_all())]
     try:
-        f = build(loaded)
-    except OSError:  # libseccomp refused a rule: trace everything rather than guess
+        return [export(build(loaded))]
+    except OSError:
         return [export(trace_all())]
-    out = [export(f)]
-    if f.get_attr(pyseccomp.Attr.ACT_DEFAULT) == actions.ALLOW:
-        out.append(sentinel_filter(-1, 0))
-    return out
 
 
 class Loader:

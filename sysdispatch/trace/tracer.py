@@ -129,7 +129,8 @@ class Tracer:
         self.main_status: int | None = None
         self.attached = False
         self.start = time.monotonic()
-        self.stops = 0
+        self.stops = 0          # every ptrace stop
+        self.dispatched = 0     # syscalls the policy decided
         self._info = pt.StopInfo()
         self._interrupted = False
         self._waiting = False
@@ -314,6 +315,7 @@ class Tracer:
                 at_exit()
             self._resume(tid)
             return
+        self.dispatched += 1
         nr = raw.nr
         if nr >> 63:
             nr -= 1 << 64

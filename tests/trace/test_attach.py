@@ -1,0 +1,131 @@
+"""Attach mode (``sysdispatch trace -p PID``) on real processes: the policy is enforced from the
+next syscall on, in every thread and in threads and children created later; Ctrl-C detaches
+and leaves the process running untraced; the process's own end is reported."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+from tracer_helpers import cli, needs_root_gcc, policy_file
+
+pytestmark = needs_root_gcc
+
+# Prints "<who> <getppid() or -errno>" every 20 ms from the main thread; once GO exists, also
+# from a new thread and a forked child.
+TARGET = """\
+import os, sys, threading, time
+go = sys.argv[1]
+def ppid():
+    try:
+        return os.getppid()
+    except OSError as e:
+        return -e.errno
+def loop(who):
+    while True:
+        print(who, ppid(), flush=True)
+        time.sleep(0.02)
+started = False
+while True:
+    print("main", ppid(), flush=True)
+    if not started and os.path.exists(go):
+        started = True
+        threading.Thread(target=loop, args=("thread",), daemon=True).start()
+        if os.fork() == 0:
+            loop("child")
+    time.sleep(0.02)
+"""
+
+
+class Target:
+    def __init__(self, tmp_path) -> None:
+        self.go = tmp_path / "go"
+        self.out = tmp_path / "out.txt"
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", TARGET, str(self.go)],
+                                     stdout=open(self.out, "w"), start_new_session=True)
+
+    def lines(self) -> list[tuple[str, int]]:
+        out = []
+        for line in self.out.read_text().splitlines():
+            who, _, value = line.partition(" ")
+            if value.lstrip("-").isdigit():
+                out.append((who, int(value)))
+        return out
+
+    def wait_for(self, pred, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred(self.lines()):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out; last lines: {self.lines()[-5:]}")
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def _tracer(pid: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sysdispatch", "trace", "-p", str(pid),
+                             *extra], stderr=subprocess.PIPE, text=True)
+
+
+def test_attach_enforces_follows_and_detaches(tmp_path):
+    target = Target(tmp_path)
+    pol = policy_file(tmp_path, {"getppid": "errno(EACCES)"})
+    try:
+        target.wait_for(lambda ls: len(ls) > 3)
+        assert all(v > 0 for _, v in target.lines())          # untraced: the real parent
+        tracer = _tracer(target.proc.pid, "--policy", str(pol))
+        target.wait_for(lambda ls: ("main", -errno.EACCES) in ls)
+        target.go.touch()                                       # a new thread and a child
+        target.wait_for(lambda ls: {("thread", -errno.EACCES), ("child", -errno.EACCES)}
+                        <= set(ls))
+        seen = len(target.lines())
+        tracer.send_signal(signal.SIGINT)
+        _, err = tracer.communicate(timeout=20)
+        assert tracer.returncode == 0, err
+        assert "getppid() -> ERRNO(13) EACCES" in err
+        # detached: the next calls are untraced again, in every thread, and nothing is stopped
+        target.wait_for(lambda ls: {w for w, v in ls[seen + 6:] if v > 0} == {"main", "thread", "child"})
+        with open(f"/proc/{target.proc.pid}/stat") as f:
+            assert f.read().rpartition(")")[2].split()[0] in "RS"
+        assert target.proc.poll() is None
+    finally:
+        target.close()
+
+
+def test_attached_process_end_is_reported(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-S", "-c",
+                             "import time, sys\ntime.sleep(0.5)\nsys.exit(4)"])
+    try:
+        tracer = _tracer(proc.pid)
+        assert tracer.wait(timeout=20) == 4       # the traced process's own status
+        assert proc.wait(timeout=20) == 4         # and its parent still gets it
+    finally:
+        proc.kill()
+
+
+def test_attached_kill_verdict_kills_with_sigsys(tmp_path):
+    target = Target(tmp_path)
+    pol = policy_file(tmp_path, {"getppid": "kill_process"})
+    try:
+        target.wait_for(lambda ls: len(ls) > 2)
+        tracer = _tracer(target.proc.pid, "--policy", str(pol))
+        assert target.proc.wait(timeout=20) == -signal.SIGSYS
+        assert tracer.wait(timeout=20) == 128 + signal.SIGSYS
+    finally:
+        target.close()
+
+
+def test_attach_refuses_nonsense():
+    res = cli("-p", "0")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
