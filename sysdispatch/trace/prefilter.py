@@ -171,8 +171,8 @@ def trace_all() -> "pyseccomp.SyscallFilter":
 
 def export(f: "pyseccomp.SyscallFilter") -> bytes:
     """The classic BPF program libseccomp loads for ``f``."""
-    from ..policy.kernel import export_bpf
-    return export_bpf(f)
+    from ..seccomp.cfilter import export_libseccomp
+    return export_libseccomp(f)
 
 
 def programs(loaded: LoadedPolicy | None, *, dispatch_all: bool) -> list[bytes]:
