@@ -233,22 +233,14 @@ class _Generator:
         for audit, arches in blocks.items():
             items += emit.jump("jeq", 2, audit, f"audit_{audit:08x}", wide=False)
         items.append(Goto(isa.make("ja"), "bad_arch"))   # (at the end: jumps only go forward)
+        for a in pol.arches:
+            self.map_ref(maps, self.arrays[(table.name, a)])   # map order = program order
         default = self.act(pol.table_default(table.name), maps)
         for audit, arches in blocks.items():
             items += [Label(f"audit_{audit:08x}"), isa.make("ldxw", INDEX, CTX, OFF_NR)]
-            if audit == _arch.AUDIT_ARCH_X86_64 and "x32" in arches and len(arches) > 1:
-                items += [Goto(isa.make("jset", INDEX, imm=X32_SYSCALL_BIT, reg=False), "nr_x32")]
-                order = [a for a in arches if a != "x32"] + ["x32"]
-            elif audit == _arch.AUDIT_ARCH_X86_64 and "x32" in arches:
-                items += [isa.make("mov", SCRATCH, INDEX, reg=True),
-                          isa.make("and", SCRATCH, imm=X32_SYSCALL_BIT, reg=False)]
-                items += emit.jump("jeq", SCRATCH, 0, "bad_arch")
-                order = arches
-            else:
-                if audit == _arch.AUDIT_ARCH_X86_64:
-                    items += [Goto(isa.make("jset", INDEX, imm=X32_SYSCALL_BIT, reg=False),
-                                   "bad_arch")]
-                order = arches
+            order = [a for a in arches if a != "x32"] + [a for a in arches if a == "x32"]
+            if audit == _arch.AUDIT_ARCH_X86_64:
+                items += self.x32_split("x86_64" in arches, "x32" in arches)
             for a in order:
                 items.append(Label(f"nr_{a}"))
                 if a == "x32":
@@ -257,6 +249,20 @@ class _Generator:
                 items += [Label(f"empty_{a}")] + self.renamed(default)
         items += [Label("bad_arch")] + emit.ret(pol.bad_arch)
         return _Built(ENTRY, items, maps, loc, f"program '{ENTRY}'")
+
+    def x32_split(self, x86_64: bool, x32: bool) -> list:
+        """Send an AUDIT_ARCH_X86_64 call to the x86_64 or the x32 block by the x32 bit of nr
+        (r3), or to bad_arch when the policy lacks that ABI. nr -1 counts as x86_64 (see
+        layout.arch_of)."""
+        minus_one = emit.jump("jeq", INDEX, layout.NR_NONE, "nr_x86_64" if x86_64 else "bad_arch",
+                              wide=False)
+        if x86_64:
+            bit_set = "nr_x32" if x32 else "bad_arch"
+            return minus_one + [Goto(isa.make("jset", INDEX, imm=X32_SYSCALL_BIT, reg=False),
+                                     bit_set)]
+        return minus_one + [isa.make("mov", SCRATCH, INDEX, reg=True),
+                            isa.make("and", SCRATCH, imm=X32_SYSCALL_BIT, reg=False)] + \
+            emit.jump("jeq", SCRATCH, 0, "bad_arch")
 
     def renamed(self, items: list) -> list:
         """A copy of generated code with fresh labels (the entry repeats its default per arch)."""

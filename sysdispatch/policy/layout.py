@@ -19,6 +19,7 @@ from . import _arch
 from .model import Policy, Table
 
 MAX_TAIL_CALL_CNT = 33  # kernel/bpf: at most 33 tail calls, so at most 34 programs run
+NR_NONE = 0xFFFFFFFF    # syscall number -1, as a u32
 
 
 def slot_count(table: Table, arch: str | None = None) -> int:
@@ -49,8 +50,10 @@ def arch_of(policy: Policy, arch: int, nr: int) -> str | None:
     """Which of the policy's architectures a (seccomp_data.arch, nr) pair belongs to; None when
     none (the entry program then returns bad_arch). x32 calls arrive as AUDIT_ARCH_X86_64 with
     bit 0x40000000 in nr: they belong to x32 only, never to x86_64 (as libseccomp decides),
-    so a policy for x86_64 alone cannot be bypassed through the x32 ABI."""
-    x32_call = bool(nr & X32_SYSCALL_BIT)
+    so a policy for x86_64 alone cannot be bypassed through the x32 ABI. nr -1 is x86_64's."""
+    # nr -1 is not an x32 call: tracers use it to skip a syscall, and libseccomp's filters
+    # send it to the default action, not to the bad-arch one.
+    x32_call = bool(nr & X32_SYSCALL_BIT) and nr != NR_NONE
     for a in policy.arches:
         if _arch.audit_arch(a) != arch:
             continue

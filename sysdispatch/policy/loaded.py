@@ -5,6 +5,9 @@
 interpreter), ``jit`` (sysdispatch.vm.jit, when present) — both run the real programs and tail
 calls — or ``reference`` (the model evaluated directly, no BPF; rules handlers only).
 
+Paths: the slot lists of the policy's PROG_ARRAYs note the reads a tail call makes while a
+dispatch runs in the current thread, so ``Decision.path`` names each tail call exactly.
+
 The verdict cache: when every program a dispatch ran depends only on (arch, nr) (purity.py: no
 argument read, no data map, no helper but tail_call), its Decision is remembered per (arch, nr).
 :meth:`set_slot` swaps a PROG_ARRAY slot — one list item, atomic under the GIL, so a dispatch in
@@ -87,7 +90,8 @@ class LoadedPolicy:
         self._cache: dict[tuple[int, int], Decision] = {}
         self._generation = 0
         self._lock = threading.Lock()
-        self._where = {id(a): key for key, a in self.compiled.arrays.items()}
+        for array in self.compiled.arrays.values():
+            array.slots = _ObservedSlots(array.slots, array.name)
 
     @classmethod
     def from_file(cls, path: str | Path, **kw: Any) -> "LoadedPolicy":
@@ -106,9 +110,13 @@ class LoadedPolicy:
             r = reference.evaluate(self.policy, data)
             return Decision(r.ret, r.path, r.tail_calls, r.handler, r.attempts)
         generation = self._generation
-        res = self._run(self._entry, ctx=data.pack(), host=self.host)
+        _reads.log = reads = []
+        try:
+            res = self._run(self._entry, ctx=data.pack(), host=self.host)
+        finally:
+            _reads.log = None
         chain = tuple(getattr(p, "program", p) for p in res.chain)
-        decision = Decision(res.r0 & 0xFFFFFFFF, self._path(chain, data), len(chain) - 1,
+        decision = Decision(res.r0 & 0xFFFFFFFF, self._path(reads), len(chain) - 1,
                             chain[-1].name if len(chain) > 1 else None, res.tail_calls)
         if self.use_cache and all(depends_only_on_arch_nr(p) for p in chain):
             with self._lock:
@@ -117,29 +125,13 @@ class LoadedPolicy:
                                                 decision.handler, decision.attempts, cached=True)
         return decision
 
-    def _path(self, chain: tuple, data: SeccompData) -> tuple[str, ...]:
-        """Name the tail call that led to each program of the chain: the jump table the previous
-        program refers to whose slot (at the index this call's data gives) holds it."""
+    def _path(self, reads: list) -> tuple[str, ...]:
+        """The programs a dispatch ran, each after the tail call that reached it (every slot
+        read of a tail call that found a program is one: a tail call never returns)."""
         path = [ENTRY]
-        arch = layout.arch_of(self.policy, data.arch & 0xFFFFFFFF, data.nr & 0xFFFFFFFF)
-        for prev, prog in zip(chain, chain[1:]):
-            label = "tail_call ?"
-            for m in getattr(prev, "maps", ()):
-                where = self._where.get(id(m))
-                if where is None:
-                    continue
-                table, tarch = where
-                t = self.policy.tables[table]
-                if t.index == "nr":
-                    if tarch != arch:
-                        continue
-                    index = layout.slot_index(tarch, data.nr)
-                else:
-                    index = data.args[t.arg] & 0xFFFFFFFFFFFFFFFF
-                if index < len(m.slots) and getattr(m.slots[index], "program", m.slots[index]) is prog:
-                    label = f"tail_call {m.name}[{index}]"
-                    break
-            path += [label, prog.name]
+        for array, index, program in reads:
+            if program is not None:
+                path += [f"tail_call {array}[{index}]", name_of(program)]
         return tuple(path)
 
     # --- live updates ---------------------------------------------------------------------------
@@ -201,6 +193,29 @@ class LoadedPolicy:
         self.compiled.handlers[h.name] = prog
         self.policy.handlers[h.name] = h
         return prog
+
+
+# The slot reads of the dispatch running in this thread (None when none runs): how decide()
+# learns which tail call reached each program, exactly, whatever the engine.
+_reads = threading.local()
+
+
+class _ObservedSlots(list):
+    """A PROG_ARRAY's slot list that notes each read a tail call makes during a dispatch.
+    Reads and item stores stay single list operations, so slot swaps remain atomic."""
+
+    __slots__ = ("array_name",)
+
+    def __init__(self, slots: list, array_name: str) -> None:
+        super().__init__(slots)
+        self.array_name = array_name
+
+    def __getitem__(self, index):
+        program = list.__getitem__(self, index)
+        log = getattr(_reads, "log", None)
+        if log is not None:
+            log.append((self.array_name, index, program))
+        return program
 
 
 def name_of(program: Any) -> str:

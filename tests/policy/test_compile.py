@@ -104,6 +104,21 @@ def test_x32_only_policy_refuses_x86_64_numbers():
     lp = LoadedPolicy(parse.loads('[policy]\narches = ["x32"]\ndefault = "allow"\n'), cache=False)
     assert lp.decide(SeccompData(X32 | 0)).ret == actions.ALLOW
     assert lp.decide(SeccompData(0)).ret == actions.KILL_PROCESS
+    assert lp.decide(SeccompData(-1)).ret == actions.KILL_PROCESS
+
+
+@pytest.mark.parametrize("arches", [["x86_64"], ["x86_64", "x32"]])
+def test_syscall_minus_one_is_not_x32(arches):
+    """nr -1 has the x32 bit but is x86_64's "no syscall" (what libseccomp's filters do too):
+    it takes the default, while other numbers with the bit are x32 calls."""
+    p = parse.loads(f'[policy]\narches = {arches}\ndefault = "errno(1)"\n'
+                    '[tables.syscalls.entries]\ngetpid = "allow"\n')
+    lp = LoadedPolicy(p, cache=False)
+    for nr in (-1, 0xFFFFFFFF):
+        d = lp.decide(SeccompData(nr))
+        assert d.ret == actions.ERRNO | 1 == evaluate(p, SeccompData(nr)).ret
+    want = actions.ERRNO | 1 if "x32" in arches else actions.KILL_PROCESS
+    assert lp.decide(SeccompData(0xFFFFFFFE)).ret == want
 
 
 ASM = textwrap.dedent('''\
