@@ -5,6 +5,7 @@ figures come from the benchmark itself."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import statistics
@@ -89,3 +90,19 @@ def test_sparse_policy_handles_only_rare_syscalls():
     creat = pol.decide(SeccompData(x86.syscall_number("openat"), x86.audit,
                                    args=(0, 0, 0o101, 0, 0, 0)))
     assert creat.ret == actions.LOG and creat.handler == "openat_rules"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sysdispatch.trace.tracer") is None,
+                    reason="needs the tracer")
+def test_tracer_variants_run_the_workload(capsys):
+    """full and sparse really run dd under sysdispatch trace (dd's record count is checked by
+    run_once); the sparse policy's file is written for the run and used by it."""
+    doc = _run(capsys, "--count", "500", "--rounds", "1", "--variants", "sparse,full",
+               "--json")
+    cmds = doc["setup"]["commands"]
+    assert cmds["full"][-8:] == ["trace", "--all", "--", *bench.workload(500)]
+    assert cmds["sparse"][-9:] == ["trace", "--policy", cmds["sparse"][-7], "--",
+                                   *bench.workload(500)]
+    assert cmds["sparse"][-7].endswith("bench-sparse.toml")
+    assert [r["variant"] for r in doc["runs"]] == ["full", "sparse"]
+    assert all(r["seconds"] > 0 for r in doc["runs"])
