@@ -16,7 +16,8 @@ import traceback
 from ..errors import SysdispatchError
 
 # Command-group modules, in the order `sysdispatch --help` lists them.
-COMMANDS = ("demo", "prog", "bench", "filter", "emu", "policy_io", "verify", "replay", "trace")
+COMMANDS = ("demo", "prog", "bench", "filter", "emu", "check", "policy_io", "verify", "replay",
+            "trace")
 
 EXIT_USAGE = 2
 

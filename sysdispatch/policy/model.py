@@ -61,7 +61,9 @@ class Cond:
         express goes through ``lddw`` into a scratch register."""
         items: list = [isa.make("ldxdw", emit.ARG, emit.CTX, emit.arg_offset(self.arg))]
         if self.mask is not None:
-            if emit.fits_imm(self.mask):
+            if self.mask == 0xFFFFFFFF:   # the low half: w2 = w2 zero-extends, one instruction
+                items.append(isa.make("mov32", emit.ARG, emit.ARG, reg=True))
+            elif emit.fits_imm(self.mask):
                 items.append(isa.make("and", emit.ARG, imm=self.mask, reg=False))
             else:
                 items += list(isa.lddw(emit.SCRATCH, self.mask))
@@ -155,6 +157,8 @@ class Table:
     default: Act | None = None                   # when the slot is empty (None: policy default)
     size: int | None = None                      # max_entries; derived when None
     loc: Location | None = field(default=None, compare=False)
+    # how the policy file wrote each key of an args table (AF_INET), for listings
+    key_names: dict[int, str] = field(default_factory=dict, compare=False)
 
     # by_arch keys are numbers as libseccomp gives them (x32: with bit 0x40000000).
 

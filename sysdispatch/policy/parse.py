@@ -405,7 +405,8 @@ class _Reader:
                                     key=True)
                 keyname[k] = key
                 entries[k] = self.target(value, epath, handlers)
-            table = Table(name, index, entries=entries, default=default, size=size, loc=loc)
+            table = Table(name, index, entries=entries, default=default, size=size, loc=loc,
+                          key_names={k: n for k, n in keyname.items() if not _is_number(n)})
         if size is not None:
             if index == "nr":
                 slots = [k - _arch.nr_bias(a) for a, m in table.by_arch.items() for k in m]
@@ -475,6 +476,14 @@ def check_default_chains(pol: Policy) -> None:
                                   loc=act.loc)
             seen.append(act.tail_call)
             act = pol.table_default(act.tail_call)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        int(text, 0)
+        return True
+    except ValueError:
+        return False
 
 
 def _is_action_literal(text: str) -> bool:
