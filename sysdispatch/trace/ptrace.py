@@ -342,21 +342,45 @@ def setsigmask(pid: int, mask: int) -> None:
     ptrace(PTRACE_SETSIGMASK, pid, ctypes.sizeof(value), ctypes.addressof(value))
 
 
+# The hot path calls python-ptrace's ctypes binding of libc's ptrace() directly: its Python
+# wrapper (errno reset, result conversion, message formatting) costs more than the system call.
+# A failed call (result -1) is made again through :func:`ptrace`, which raises the usual
+# PtraceError: failures are rare (a tracee killed under us), so the retry costs nothing.
+_FAILED = 0xFFFFFFFFFFFFFFFF     # -1 as the binding's c_ulong result
+_raw_ptrace = None if getattr(_binding, "HAS_CPTRACE", False) else _binding._ptrace
+
+
+def fast_call(request: int):
+    """A function ``f(pid, addr, data)`` making ptrace(request, ...) with the least overhead
+    (it raises PtraceError like :func:`ptrace` on failure)."""
+    raw = _raw_ptrace
+    if raw is None:
+        return lambda pid, addr=0, data=0: ptrace(request, pid, addr, data)
+
+    def call(pid: int, addr: int = 0, data: int = 0) -> int:
+        result = raw(request, pid, addr, data)
+        if result == _FAILED:
+            return ptrace(request, pid, addr, data)
+        return result
+    return call
+
+
 class StopInfo:
     """A reusable PTRACE_GET_SYSCALL_INFO buffer for the tracer's hot path: :meth:`read` fills
     it with one request and the fields are read off :attr:`raw` (``op``, ``arch``,
     ``instruction_pointer``, ``nr`` (u64: convert with :func:`signed_nr`), ``args``,
     ``ret_data``) — no allocation per stop."""
 
-    __slots__ = ("raw", "_addr", "_size")
+    __slots__ = ("raw", "_addr", "_size", "_call")
 
     def __init__(self) -> None:
         self.raw = _RawSyscallInfo()
         self._addr = ctypes.addressof(self.raw)
         self._size = ctypes.sizeof(self.raw)
+        self._call = fast_call(PTRACE_GET_SYSCALL_INFO)
 
     def read(self, pid: int) -> _RawSyscallInfo:
-        ptrace(PTRACE_GET_SYSCALL_INFO, pid, self._size, self._addr)
+        self._call(pid, self._size, self._addr)
         return self.raw
 
 

@@ -66,6 +66,12 @@ _ACTION = actions.ACTION_FULL
 _ALLOW = actions.ALLOW
 _SECCOMP_STATUS = ((pt.PTRACE_EVENT_SECCOMP << 8) | signal.SIGTRAP) << 8 | 0x7F
 _SYSCALL_STATUS = pt.SYSCALL_STOP << 8 | 0x7F
+_INFO_EXIT, _INFO_NONE = pt.PTRACE_SYSCALL_INFO_EXIT, pt.PTRACE_SYSCALL_INFO_NONE
+
+
+def _generation(policy: LoadedPolicy) -> int:
+    """The policy's cache generation (bumped by every live slot swap; see policy.loaded)."""
+    return policy._generation
 
 Sink = Callable[[Event], None]
 
@@ -99,10 +105,6 @@ def _read_tgid(tid: int) -> int:
     return tid
 
 
-class _Interrupted(Exception):
-    """SIGINT/SIGTERM/SIGHUP arrived while the tracer waited."""
-
-
 class Tracer:
     """Trace a command (:meth:`spawn`) or a running process (:meth:`attach`).
 
@@ -131,9 +133,14 @@ class Tracer:
         self.start = time.monotonic()
         self.stops = 0          # every ptrace stop
         self.dispatched = 0     # syscalls the policy decided
-        self._info = pt.StopInfo()
+        self._read = pt.StopInfo().read
+        self._cont = pt.fast_call(pt.PTRACE_CONT)
+        self._syscall = pt.fast_call(pt.PTRACE_SYSCALL)
+        self._go = self._cont                 # the resume of a plain ALLOW (attach: SYSCALL)
+        self._quiet_allow = not self.sinks and not verbose   # ALLOW needs no event
+        self._decisions: dict[tuple[int, int], object] = {}
+        self._generation = _generation(policy)
         self._interrupted = False
-        self._waiting = False
         self._detaching = False
 
     # --- entry points ----------------------------------------------------------------------------
@@ -194,6 +201,7 @@ class Tracer:
         """Trace every thread of the running process ``pid`` until it exits or Ctrl-C."""
         self.attached = True
         self.dispatch_all = True
+        self._go = self._syscall
         if not os.path.isdir(f"/proc/{pid}/task"):
             raise TraceError(f"-p {pid}: no such process")
         self.main_pid = pid
@@ -246,10 +254,22 @@ class Tracer:
         return 128 + sig
 
     def _on_signal(self, signum, frame) -> None:
-        first = not self._interrupted
+        """Ctrl-C, SIGTERM, SIGHUP: make sure the blocked waitpid returns — spawn mode kills
+        the tracees (their deaths wake it), attach mode interrupts every thread (the stops
+        wake it) — and let the loop, which checks the flag at every stop, wind up. Both are
+        harmless to a stop being handled at this moment: a killed tracee's next ptrace call
+        fails with ESRCH, an interrupt is one more stop."""
+        if self._interrupted:
+            return
         self._interrupted = True
-        if self._waiting and first:
-            raise _Interrupted()
+        for th in list(self.threads.values()):
+            try:
+                if self.attached:
+                    pt.interrupt(th.tid)
+                elif th.tid == th.tgid:
+                    os.kill(th.tid, signal.SIGKILL)
+            except (pt.PtraceError, ProcessLookupError):
+                pass
 
     def _loop(self) -> None:
         waitpid, WALL = os.waitpid, pt.WALL
@@ -264,17 +284,10 @@ class Tracer:
                 self._detach_all()
             if self.attached and not threads:
                 return
-            self._waiting = True
             try:
-                if self._interrupted and not self._detaching:
-                    raise _Interrupted()
                 tid, status = waitpid(-1, WALL)
-            except _Interrupted:
-                continue
             except ChildProcessError:
                 return
-            finally:
-                self._waiting = False
             try:
                 if status & 0xFFFFFF == seccomp_stop or status == syscall_stop:
                     th = threads.get(tid) or self._adopt(tid)
@@ -300,16 +313,20 @@ class Tracer:
                 self.threads.pop(tid, None)
                 return
         if self.attached or exit_stop:
-            pt.syscall(tid, sig)
+            self._syscall(tid, 0, sig)
         else:
-            pt.cont(tid, sig)
+            self._cont(tid, 0, sig)
 
     def _dispatch(self, th: Thread) -> None:
-        """A seccomp stop, or a syscall stop (attach mode; or the exit stop asked for)."""
+        """A seccomp stop, or a syscall stop (attach mode; or the exit stop asked for).
+
+        The hot path: a decision that depends only on (arch, nr) (``Decision.cached``) is kept
+        here per (arch, nr) — no SeccompData, no argument tuple — for as long as the policy's
+        jump tables stay the same (its generation, bumped by every live slot swap)."""
         tid = th.tid
-        raw = self._info.read(tid)
+        raw = self._read(tid)
         op = raw.op
-        if op == pt.PTRACE_SYSCALL_INFO_EXIT or op == pt.PTRACE_SYSCALL_INFO_NONE:
+        if op == _INFO_EXIT or op == _INFO_NONE:
             at_exit, th.at_exit = th.at_exit, None
             if at_exit is not None:
                 at_exit()
@@ -320,14 +337,24 @@ class Tracer:
         if nr >> 63:
             nr -= 1 << 64
         arch = raw.arch
-        args = tuple(raw.args)
-        decision = self.policy.decide(SeccompData(nr, arch, raw.instruction_pointer, args))
+        policy = self.policy
+        decision = self._decisions.get((arch, nr))
+        if decision is None or self._generation != _generation(policy):
+            if self._generation != _generation(policy):
+                self._decisions.clear()
+                self._generation = _generation(policy)
+            decision = policy.decide(SeccompData(nr, arch, raw.instruction_pointer,
+                                                 tuple(raw.args)))
+            if decision.cached:
+                self._decisions[(arch, nr)] = decision
         ret = decision.ret
-        if ret & _ACTION == _ALLOW and not self.sinks and not self.verbose:
-            self._resume(tid)
+        if ret & _ACTION == _ALLOW and self._quiet_allow and not self._detaching:
+            self._go(tid, 0, 0)
             return
-        self._emit(th, nr, arch, raw.instruction_pointer, args, decision)
-        exit_stop = self.enforcer.enforce(th, nr, arch, raw.instruction_pointer, args, ret)
+        args = tuple(raw.args)
+        ip = raw.instruction_pointer
+        self._emit(th, nr, arch, ip, args, decision)
+        exit_stop = self.enforcer.enforce(th, nr, arch, ip, args, ret)
         self._resume(tid, 0, exit_stop)
 
     def _emit(self, th: Thread, nr: int, arch: int, ip: int, args: tuple[int, ...],
