@@ -294,3 +294,12 @@ def test_fast_and_field_by_field_checks_agree(key, value):
     except TraceError:
         slow = None
     assert fast == slow
+
+
+@settings(max_examples=150, deadline=None)
+@given(events_st)
+def test_event_line_is_the_encoded_record(ev):
+    """The recorder builds lines directly; they must be exactly the JSON of event_record."""
+    from sysdispatch.trace.record import _encode, event_line, event_record
+    assert event_line(ev) == _encode(event_record(ev)) + "\n"
+    assert json.loads(event_line(ev)) == event_record(ev)
