@@ -9,6 +9,9 @@ table of the replayed decisions) and every event whose verdict differs from the 
 With ``--diff P2``: every event that P and P2 decide differently. P is a policy file (.toml), an
 OCI/Docker profile (.json), or ``default`` (the embedded default policy).
 
+Traces are streamed (memory does not grow with their length); ``--json`` keeps the listed events
+until it prints them.
+
 Exit status: 0 when no event was listed, 1 when some were (like diff(1)), 2 for bad input.
 """
 

@@ -106,3 +106,13 @@ def test_tracer_variants_run_the_workload(capsys):
     assert cmds["sparse"][-7].endswith("bench-sparse.toml")
     assert [r["variant"] for r in doc["runs"]] == ["full", "sparse"]
     assert all(r["seconds"] > 0 for r in doc["runs"])
+
+
+def test_registered_as_bench_trace(capsys):
+    from sysdispatch.cli import build_parser
+    try:
+        args = build_parser().parse_args(["bench", "trace", "--count", "7", "--rounds", "1",
+                                          "--variants", "native"])
+    except SystemExit:
+        pytest.skip("'bench trace' is not registered in sysdispatch/cli/bench.py yet")
+    assert args.func is bench.cmd_bench_trace and args.count == 7
