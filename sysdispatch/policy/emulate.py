@@ -10,9 +10,11 @@ Importing this module registers the ``.toml`` suffix with :func:`sysdispatch.sec
 register_loader`, so ``load_filter("x.toml")`` gives a PolicyEmulator.
 
 The sweep runs every syscall libseccomp knows on the architecture (and every number a table
-names) with all arguments 0, then, for the handler in that syscall's slot, each condition's own
-interesting values (:meth:`Cond.interesting_values`) and each key of a table the handler
-tail-calls into (with its neighbours and its value plus 2**32) in the argument they test.
+names) with all arguments 0, then, for the handler in that syscall's slot and each of its rules:
+arguments that make the whole rule true, and each condition's own interesting values
+(:meth:`Cond.interesting_values`) with the other conditions kept true; and each key of a table
+the handler tail-calls into (with its neighbours and its value plus 2**32) in the argument the
+table is indexed by.
 """
 
 from __future__ import annotations
@@ -151,9 +153,11 @@ class PolicyEmulator(_stack.Filter):
             done.add(h.name)
             acts: list[Act] = [r.then for r in h.rules] + [self.policy.handler_default(h)]
             for rule in h.rules:
-                for c in rule.conds:
+                base = _satisfying(rule.conds)
+                vectors.append(base)
+                for c in rule.conds:   # each condition's edges, the others kept true
                     for v in c.interesting_values():
-                        vectors.append(_with_arg(c.arg, v))
+                        vectors.append(base[:c.arg] + (v,) + base[c.arg + 1:])
             for act in acts:
                 while act.tail_call is not None and act.tail_call not in seen_tables:
                     t = self.policy.tables[act.tail_call]
@@ -196,6 +200,21 @@ class PolicyEmulator(_stack.Filter):
 
     def sweep_json(self, rows: list[SweepRow]) -> list[dict]:
         return [self.to_json(r.data, r.decision) for r in rows]
+
+
+def _satisfying(conds) -> tuple[int, ...]:
+    """Arguments that make every condition true where the conditions' own edge values can
+    (0 for an argument no such value satisfies)."""
+    args = [0] * 6
+    for arg in {c.arg for c in conds}:
+        on_arg = [c for c in conds if c.arg == arg]
+        for v in sorted({v for c in on_arg for v in c.interesting_values()}):
+            args[arg] = v
+            if all(c.holds(args) for c in on_arg):
+                break
+        else:
+            args[arg] = 0
+    return tuple(args)
 
 
 def _with_arg(i: int, v: int) -> tuple[int, ...]:
