@@ -94,9 +94,14 @@ tgkill = _make_tgkill()
 
 
 def signal_state(tid: int) -> tuple[bool, bool, bool]:
-    """(blocked in this thread, ignored, caught) for SIGSYS, from /proc/TID/status."""
+    """(blocked in this thread, ignored, caught) for SIGSYS, from /proc/TID/status (all False
+    when the thread is gone: its next ptrace call reports that)."""
     blocked = ignored = caught = False
-    with open(f"/proc/{tid}/status", "rb") as f:
+    try:
+        f = open(f"/proc/{tid}/status", "rb")
+    except OSError:
+        return blocked, ignored, caught
+    with f:
         for line in f:
             key, _, value = line.partition(b":")
             if key in (b"SigBlk", b"SigIgn", b"SigCgt"):

@@ -12,15 +12,16 @@ import sys
 import time
 
 
-from tracer_helpers import cli, needs_root_gcc, policy_file
+from tracer_helpers import GETPPID, cli, needs_root_gcc, policy_file
 
 pytestmark = needs_root_gcc
 
 # Prints "<who> <getppid() or -errno>" every 20 ms from the main thread; once GO exists, also
 # from a new thread and a forked child.
 TARGET = """\
-import os, sys, threading, time
+import os, signal, sys, threading, time
 go = sys.argv[1]
+signal.signal(signal.SIGSYS, lambda s, f: print("sigsys 31", flush=True))
 def ppid():
     try:
         return os.getppid()
@@ -122,6 +123,22 @@ def test_attached_kill_verdict_kills_with_sigsys(tmp_path):
         tracer = _tracer(target.proc.pid, "--policy", str(pol))
         assert target.proc.wait(timeout=20) == -signal.SIGSYS
         assert tracer.wait(timeout=20) == 128 + signal.SIGSYS
+    finally:
+        target.close()
+
+
+def test_attached_trap_runs_the_handler(tmp_path):
+    """TRAP decided at a syscall-entry stop: the call is skipped with its number in rax (the
+    kernel's rollback), SIGSYS reaches the program's handler, the program runs on."""
+    target = Target(tmp_path)
+    pol = policy_file(tmp_path, {"getppid": "trap(3)"})
+    try:
+        target.wait_for(lambda ls: len(ls) > 2)
+        tracer = _tracer(target.proc.pid, "--policy", str(pol), "-q")
+        target.wait_for(lambda ls: ("sigsys", 31) in ls and ("main", GETPPID) in ls)
+        tracer.send_signal(signal.SIGINT)
+        assert tracer.wait(timeout=20) == 0
+        assert target.proc.poll() is None
     finally:
         target.close()
 

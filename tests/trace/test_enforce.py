@@ -171,3 +171,15 @@ def test_denied_mkdir_never_runs_under_storms(tmp_path):
 def test_syscall_numbers_are_libseccomps():
     assert (GETPPID, GETPID, GETPGID) == tuple(X86_64.syscall_number(n)
                                                for n in ("getppid", "getpid", "getpgid"))
+
+
+def test_kill_when_the_handler_cannot_be_reset(tmp_path):
+    """The program keeps a SIGSYS handler and its own filter forbids rt_sigaction, so the
+    emulation cannot reset the handler: the process is killed with SIGKILL instead, and the
+    status still says SIGSYS (159), as the kernel's kill does."""
+    argv = [cprog("own_filter"), "lock"]
+    kernel = run_kernel([classic_filter({GETPPID: actions.KILL_PROCESS})], argv)
+    traced = run_traced(policy_file(tmp_path, {"getppid": "kill_process"}), argv)
+    assert kernel.status == traced.status == 159
+    assert kernel.stdout == traced.stdout == "installed\ngetpid -77\ngetuid -5\n"
+    assert len(traced.tracer.enforcer.killed) == 1
