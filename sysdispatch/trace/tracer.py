@@ -294,7 +294,7 @@ class Tracer:
                     dispatch(th)
                 else:
                     self._other_stop(tid, status)
-            except pt.PtraceError as exc:
+            except (pt.PtraceError, ProcessLookupError) as exc:
                 if exc.errno != _errno.ESRCH:   # the tracee was killed under us: its exit
                     raise                       # status follows; anything else is a bug
                 if self._detaching:
@@ -460,6 +460,8 @@ class Tracer:
         self.threads.pop(tid, None)
 
     def _problem(self, text: str) -> None:
-        if self.out is not None:
-            self.out.write(f"sysdispatch: {text}\n")
-            self.out.flush()
+        """A problem the user must hear about even with -q (a failing hook)."""
+        import sys
+        out = self.out if self.out is not None else sys.stderr
+        out.write(f"sysdispatch: {text}\n")
+        out.flush()
