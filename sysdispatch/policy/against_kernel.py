@@ -71,10 +71,12 @@ class Report:
         return "\n".join([head] + [f"  {d}" for d in self.divergences])
 
 
-def reference_decide(policy: Policy) -> Callable[[SeccompData], int]:
-    """The emulator verdict from policy-core's reference evaluator (the model run directly)."""
-    from . import reference
-    return lambda data: reference.evaluate(policy, data).ret
+def emulator_decide(policy: Policy, engine: str = "interp") -> Callable[[SeccompData], int]:
+    """The emulator's verdict: the compiled policy (entry program, jump tables, handler programs)
+    run on the BPF machine by :class:`~sysdispatch.policy.loaded.LoadedPolicy`."""
+    from .loaded import LoadedPolicy
+    loaded = LoadedPolicy(policy, engine=engine)
+    return lambda data: loaded.decide(data).ret
 
 
 def _conds(policy: Policy, hname: str, seen: set[str]) -> list[Cond]:
@@ -129,7 +131,7 @@ def invocations(policy: Policy, cases: int, seed: int = 0) -> list[SeccompData]:
                     rng.shuffle(group)
                     groups.append(group)
         empty = [nr for nr in a.table if nr not in slots]
-        extra = [SeccompData(a.nr_base + 1000, native.audit)]
+        extra = [SeccompData(a.nr_base + 1000, native.audit), SeccompData(-1, native.audit)]
         if empty:
             extra.append(SeccompData(rng.choice(empty), native.audit))
         groups.append(extra)
@@ -165,11 +167,12 @@ def _rand_args(rng: random.Random, small: bool = False) -> tuple[int, ...]:
 def against_kernel(policy: Policy, cases: int = 200, seed: int = 0, *,
                    decide: Callable[[SeccompData], int] | None = None) -> Report:
     """Compare the emulator with the kernel on ``cases`` invocations. ``decide`` gives the
-    emulator's return value for a seccomp_data (default: the reference evaluator)."""
+    emulator's return value for a seccomp_data (default: the compiled policy on the
+    interpreter, :func:`emulator_decide`)."""
     from ..seccomp import oracle  # needs the ptrace layer: imported only when checking
 
-    decide = decide or reference_decide(policy)
-    bpf = kernel.export_bpf(policy)
+    bpf = kernel.export_bpf(policy)  # first: a policy the kernel cannot run is refused here
+    decide = decide or emulator_decide(policy)
     native = _sa.native()
     report = Report(policy.name, arches=tuple(a for a in (native.name, "x32")
                                               if a == native.name or a in policy.arches),
@@ -178,7 +181,8 @@ def against_kernel(policy: Policy, cases: int = 200, seed: int = 0, *,
     for data in invocations(policy, cases, seed):
         ret = decide(data)
         expected = oracle.predict([ret])
-        got = oracle.kernel_outcome([bpf], data.nr, data.args)
+        nr = data.nr & 0xFFFFFFFF  # the oracle matches the child's (signed) syscall number
+        got = oracle.kernel_outcome([bpf], nr - (1 << 32) if nr >> 31 else nr, data.args)
         report.cases += 1
         if got != expected:
             report.divergences.append(Divergence(data, ret, expected, got))

@@ -1,30 +1,48 @@
 """A policy as a real kernel filter, through libseccomp (pyseccomp).
 
-:func:`build_filter` lowers the policy (:mod:`sysdispatch.policy.lower`) and feeds the rules to
-libseccomp, one single-arch filter per architecture merged into one: the policy's syscall tables
-are per arch, while libseccomp's rule API takes native syscall numbers and translates them to
-every arch of a filter by name — so each arch gets its own filter and its own rules.
-:func:`export_bpf` gives the classic BPF program the kernel would load (``seccomp_export_bpf``),
-:func:`export_pfc` libseccomp's pseudo-code, and :func:`run_command` runs a command under the
-filter with no tracer (fork, no_new_privs, load, exec).
+The policy is lowered (:mod:`sysdispatch.policy.lower`) to libseccomp rules, which are added to
+one single-arch libseccomp filter per architecture, merged into one (:func:`build_filter`): the
+policy's syscall tables are per arch, while libseccomp's rule API takes native syscall numbers
+and translates them to every arch of a filter by name. :func:`compile_filter` does that safely
+and checks the result; :func:`export_bpf` gives the classic BPF program the kernel loads
+(``seccomp_export_bpf``), :func:`export_pfc` libseccomp's pseudo filter code, and
+:func:`run_command` runs a command under the filter with no tracer (fork, no_new_privs, load the
+program with seccomp(2), exec).
+
+libseccomp 2.5 is not always faithful to the rules it is given: for some mixes of rules it drops
+a rule without a word, builds BPF where a rule can never match, or never returns from
+``seccomp_rule_add`` (all seen with this project's random-policy tests). So every filter is
+built in a forked child with a time limit, its BPF is run by the project's classic interpreter
+on probes around every rule and compared with the rules (:func:`_verify`), and when that fails
+the next rule order is tried, then a lowering that uses only comparisons whose action sits on
+the true branch of libseccomp's tree (==, >, >=, masked ==). A policy no attempt exports
+faithfully is refused with the first disagreement.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import pickle
+import select
+import signal
+import struct
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 
 import pyseccomp
 
 from ..errors import PolicyError
 from . import scmp_arch
-from .lower import Cmp, Lowered, lower
+from .lower import Cmp, Lowered, evaluate, lower
 from .model import Policy
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_NO_NEW_PRIVS = 38
+_SECCOMP_SET_MODE_FILTER = 1
+BUILD_SECONDS = 5.0  # libseccomp builds Docker's profile in ~10 ms; a hang is a libseccomp bug
 
 _OPS = {"==": pyseccomp.EQ, "!=": pyseccomp.NE, "<": pyseccomp.LT, "<=": pyseccomp.LE,
         ">": pyseccomp.GT, ">=": pyseccomp.GE, "&==": pyseccomp.MASKED_EQ}
@@ -53,7 +71,17 @@ def _native_number(arch: str, nr: int, handler: str) -> int:
     return native_nr
 
 
-def _arch_filter(low: Lowered, arch: str) -> pyseccomp.SyscallFilter:
+# Orders in which a syscall's rules are handed to libseccomp. Seen with libseccomp 2.5: KILL on
+# args[1] == p, then ERRNO on args[0] == 0 && args[1] != p, then ALLOW on args[0] == 1 &&
+# args[1] != p loses the ALLOW rule; added in the order of their first argument, all survive.
+_ORDERS = (
+    lambda rules: sorted(rules, key=lambda r: r.cmps[0].arg if r.cmps else -1),
+    lambda rules: sorted(rules, key=lambda r: -(r.cmps[0].arg if r.cmps else -1)),
+    lambda rules: list(reversed(rules)),
+)
+
+
+def _arch_filter(low: Lowered, arch: str, order) -> pyseccomp.SyscallFilter:
     f = pyseccomp.SyscallFilter(low.default)
     f.set_attr(pyseccomp.Attr.ACT_BADARCH, low.bad_arch)
     native = scmp_arch.native()
@@ -66,7 +94,7 @@ def _arch_filter(low: Lowered, arch: str) -> pyseccomp.SyscallFilter:
         f.remove_arch(scmp_arch.token(native))
     for nr, sr in sorted(low.by_arch[arch].items()):
         num = _native_number(arch, nr, sr.handler)
-        for rule in sr.rules:
+        for rule in order(sr.rules):
             try:
                 f.add_rule(rule.ret, num, *(_arg(c) for c in rule.cmps))
             except OSError as exc:
@@ -77,15 +105,15 @@ def _arch_filter(low: Lowered, arch: str) -> pyseccomp.SyscallFilter:
     return f
 
 
-def build_filter(policy: Policy | Lowered) -> pyseccomp.SyscallFilter:
-    """The libseccomp filter for ``policy`` (raises PolicyError naming the handler when the
-    policy uses something a kernel filter cannot express)."""
+def build_filter(policy: Policy | Lowered, order: int = 0) -> pyseccomp.SyscallFilter:
+    """The libseccomp filter for ``policy``, built in this process and not checked: prefer
+    :func:`compile_filter`. ``order``: which rule order (see _ORDERS) to add rules in."""
     low = policy if isinstance(policy, Lowered) else lower(policy)
     if not low.arches:
         raise PolicyError("the policy lists no architecture")
     merged = None
     for arch in low.arches:
-        f = _arch_filter(low, arch)
+        f = _arch_filter(low, arch, _ORDERS[order])
         if merged is None:
             merged = f
         else:
@@ -100,17 +128,157 @@ def _export(f: pyseccomp.SyscallFilter, how: str) -> bytes:
         return tmp.read()
 
 
+# --- building in a child, with a time limit ----------------------------------------------------
+
+def _build_in_child(low: Lowered, order: int) -> tuple[bytes, str] | None:
+    """(bpf, pfc) built by libseccomp in a forked child; None when it did not finish in time.
+    A PolicyError raised while building is raised here."""
+    rfd, wfd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(rfd)
+            try:
+                f = build_filter(low, order)
+                payload = ("ok", _export(f, "export_bpf"), _export(f, "export_pfc").decode())
+            except PolicyError as exc:
+                payload = ("error", exc)
+            except OSError as exc:
+                payload = ("error", PolicyError(f"libseccomp failed: {exc.strerror or exc}"))
+            data = pickle.dumps(payload)
+            view = memoryview(struct.pack("<Q", len(data)) + data)
+            while view:
+                view = view[os.write(wfd, view):]
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks = []
+    deadline = time.monotonic() + BUILD_SECONDS
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                return None
+            chunk = os.read(rfd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+        os.waitpid(pid, 0)
+    raw = b"".join(chunks)
+    if len(raw) < 8:
+        raise PolicyError("libseccomp's filter builder died")
+    payload = pickle.loads(raw[8:])
+    if payload[0] == "error":
+        raise payload[1]
+    return payload[1], payload[2]
+
+
+# --- checking what libseccomp built ------------------------------------------------------------
+
+def _probe_values(c: Cmp, dmax: int) -> set[int]:
+    v = c.value
+    out = {v, v - 1, v + 1, 0, dmax}
+    if c.op == "&==":
+        bits = [1 << b for b in range(64) if c.mask >> b & 1]
+        out |= {v ^ b for b in bits[:6] + bits[-6:]} | {v | (dmax & ~c.mask)}
+    return {x & dmax for x in out if x >= 0}
+
+
+def _witness(cmps: tuple[Cmp, ...]) -> list[int]:
+    """Arguments that satisfy every comparison of a rule."""
+    args = [0] * 6
+    for c in cmps:
+        args[c.arg] = {"==": c.value, "&==": c.value, "<=": c.value, ">=": c.value,
+                       "<": c.value - 1, ">": c.value + 1,
+                       "!=": c.value + 1 if c.value == 0 else c.value - 1}[c.op]
+    return args
+
+
+def _verify(low: Lowered, bpf: bytes) -> str | None:
+    """Run libseccomp's BPF (on the project's classic interpreter) on probes around every rule
+    of every arch; the first disagreement with the rules, or None."""
+    from ..seccomp import cfilter
+    from ..seccomp.data import SeccompData
+    from ..vm import cbpf
+    insns = cfilter.load(bpf)[1]
+    for arch in low.arches:
+        audit = scmp_arch.get(arch).audit
+        dmax = scmp_arch.arg_max(arch)
+        for nr, sr in low.by_arch[arch].items():
+            for rule in sr.rules:
+                base = _witness(rule.cmps)
+                probes = [base] + [base[:c.arg] + [v] + base[c.arg + 1:]
+                                   for c in rule.cmps for v in _probe_values(c, dmax)]
+                for args in probes:
+                    args = [a & dmax for a in args]
+                    want = evaluate(sr.rules, args, low.default)
+                    got = cbpf.run(insns, SeccompData(nr, audit, args=tuple(args)).pack()).ret
+                    if got != want:
+                        return (f"syscall {nr} on {arch} with args "
+                                f"{', '.join(map(hex, args))}: libseccomp's filter returns "
+                                f"{got:#x}, the rules {want:#x}")
+    return None
+
+
+@dataclass(frozen=True)
+class KernelFilter:
+    """A policy compiled by libseccomp and checked: the classic BPF and libseccomp's PFC."""
+
+    bpf: bytes
+    pfc: str
+    lowered: Lowered
+    order: int
+
+
+def compile_filter(policy: Policy | Lowered) -> KernelFilter:
+    """The checked kernel filter for ``policy`` (PolicyError, naming the handler, when the
+    policy uses something a kernel filter cannot express or libseccomp cannot build it)."""
+    low = policy if isinstance(policy, Lowered) else lower(policy)
+    problem = "libseccomp did not finish building the filter"
+    for attempt in (low, None):
+        if attempt is None:
+            if low.positive:
+                break
+            attempt = lower(low.policy, positive=True)
+        for order in range(len(_ORDERS)):
+            built = _build_in_child(attempt, order)
+            if built is None:
+                problem = (f"libseccomp did not finish building the filter in "
+                           f"{BUILD_SECONDS:g} s")
+                continue
+            found = _verify(attempt, built[0])
+            if found is None:
+                return KernelFilter(built[0], built[1], attempt, order)
+            problem = found
+    raise PolicyError(f"libseccomp cannot build a filter that decides like the policy "
+                      f"(a libseccomp 2.5 limitation): {problem}")
+
+
 def export_bpf(policy: Policy | Lowered | pyseccomp.SyscallFilter) -> bytes:
-    """The classic BPF program (``struct sock_filter`` array, native endian) libseccomp would
-    load for ``policy``."""
-    f = policy if isinstance(policy, pyseccomp.SyscallFilter) else build_filter(policy)
-    return _export(f, "export_bpf")
+    """The classic BPF program (``struct sock_filter`` array, native endian) for ``policy`` (a
+    libseccomp filter built elsewhere is exported as it is)."""
+    if isinstance(policy, pyseccomp.SyscallFilter):
+        return _export(policy, "export_bpf")
+    return compile_filter(policy).bpf
 
 
 def export_pfc(policy: Policy | Lowered | pyseccomp.SyscallFilter) -> str:
     """libseccomp's pseudo filter code for ``policy``."""
-    f = policy if isinstance(policy, pyseccomp.SyscallFilter) else build_filter(policy)
-    return _export(f, "export_pfc").decode()
+    if isinstance(policy, pyseccomp.SyscallFilter):
+        return _export(policy, "export_pfc").decode()
+    return compile_filter(policy).pfc
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 def run_command(policy: Policy, argv: list[str]) -> int:
@@ -118,17 +286,25 @@ def run_command(policy: Policy, argv: list[str]) -> int:
     command's exit status, or 128 + the signal that ended it (a KILL_PROCESS verdict: 159)."""
     if not argv:
         raise PolicyError("no command to run")
-    f = build_filter(policy)  # refuse before forking: errors belong to the caller
+    bpf = compile_filter(policy).bpf  # refuse before forking: errors belong to the caller
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+    sys_seccomp = scmp_arch.number_of(scmp_arch.native(), "seccomp")
+    syscall = _libc.syscall
+    syscall.restype = ctypes.c_long
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # child: never return into the caller's Python
         try:
-            # no_new_privs lets an unprivileged process install a filter (libseccomp would set
-            # it too, through its CTL_NNP attribute; doing it here keeps that explicit)
+            # no_new_privs: what lets an unprivileged process install a filter (and what
+            # libseccomp's seccomp_load would set too)
             if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-            f.load()
+            if syscall(ctypes.c_long(sys_seccomp), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
+                       ctypes.c_long(0), ctypes.byref(prog)) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"seccomp(SET_MODE_FILTER): {os.strerror(err)}")
             os.execvp(argv[0], argv)
         except OSError as exc:
             try:

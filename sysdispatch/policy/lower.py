@@ -36,7 +36,9 @@ from . import scmp_arch
 from .model import Act, Cond, Policy
 
 U64 = 0xFFFFFFFFFFFFFFFF
-MAX_RULES_PER_SYSCALL = 2048    # beyond this the expansion is not worth giving to libseccomp
+# Beyond this many rules for one syscall the expansion is not worth giving to libseccomp (whose
+# whole filter must fit the kernel's 4096 classic instructions, at ~4-8 per comparison).
+MAX_RULES_PER_SYSCALL = 128
 MAX_ENUMERATED = 16             # a short interval a < x < b becomes this many == rules at most
 MAX_TAIL_CALLS = 33             # the kernel's MAX_TAIL_CALL_CNT
 
@@ -80,6 +82,7 @@ class Lowered:
     bad_arch: int
     arches: tuple[str, ...]
     by_arch: dict[str, dict[int, SyscallRules]]
+    positive: bool = False    # lowered with positive comparisons only
 
 
 class _Unexpressible(Exception):
@@ -202,13 +205,15 @@ class _ArgSet:
             return (self.hi - self.lo + 1) > len({x for x in self.ne if self.lo <= x <= self.hi})
         return True
 
-    def express(self, arg: int) -> list[Cmp | None]:
-        """Alternatives (ORed), each one comparison or None (no constraint)."""
+    def express(self, arg: int, positive: bool = False) -> list[Cmp | None]:
+        """Alternatives (ORed), each one comparison or None (no constraint). ``positive``: use
+        only comparisons whose action sits on the true branch in libseccomp's tree (==, >, >=,
+        masked ==), spelling != and < as ranges of masked equalities (see kernel.py)."""
         if self.opaque:
             a = self.opaque[0]
             raise _Unexpressible(f"condition '{a.text}' uses a masked comparison other than ==, "
                                  "which libseccomp cannot express")
-        lo, hi = self.lo, self.hi
+        lo, hi, dmax = self.lo, self.hi, self.dmax
         while lo <= hi and lo in self.ne:
             lo += 1
         while hi >= lo and hi in self.ne:
@@ -219,35 +224,86 @@ class _ArgSet:
         if lo == hi:
             return [Cmp(arg, "==", lo)] if self._ok(lo) else []
         if self.meq is not None or self.mne:
-            if self.mne or ne or (lo, hi) != (0, self.dmax):
-                raise _Unexpressible(
-                    f"args[{arg}] needs a masked comparison together with another comparison "
-                    "on the same argument, and libseccomp allows one comparison per argument")
-            m, v = self.meq
-            return [Cmp(arg, "&==", v, m)]
-        if (lo, hi) == (0, self.dmax) and len(ne) == 1:
+            # masks with a range or exclusions: the range as aligned blocks (each a masked
+            # equality), each block narrowed by the mask and with the excluded values cut out
+            forbidden = self.mne + [(dmax, x) for x in ne]
+            blocks = [(0, 0)] if (lo, hi) == (0, dmax) else _range_cubes(lo, hi, dmax)
+            out: list[Cmp | None] = []
+            for bm, bv in blocks:
+                m0, v0 = self.meq or (0, 0)
+                if (bv ^ v0) & bm & m0:
+                    continue
+                for m, v in _cube_cover((bm | m0, bv | v0), forbidden):
+                    out.append(self._masked(arg, m, v))
+                if len(out) > MAX_RULES_PER_SYSCALL:
+                    raise _Unexpressible(f"needs more than {MAX_RULES_PER_SYSCALL} "
+                                         "libseccomp rules")
+            return out
+        if not positive and (lo, hi) == (0, dmax) and len(ne) == 1:
             return [Cmp(arg, "!=", ne[0])]
-        out: list[Cmp | None] = []
+        out = []
         start = lo
         for x in ne + [hi + 1]:
             if start <= x - 1:
-                out.extend(self._interval(arg, start, x - 1))
+                out.extend(self._interval(arg, start, x - 1, positive))
             start = x + 1
         return out
 
-    def _interval(self, arg: int, a: int, b: int) -> list[Cmp | None]:
+    def _masked(self, arg: int, m: int, v: int) -> Cmp | None:
+        if m == 0:
+            return None
+        return Cmp(arg, "==", v) if m == self.dmax else Cmp(arg, "&==", v, m)
+
+    def _interval(self, arg: int, a: int, b: int, positive: bool) -> list[Cmp | None]:
         if (a, b) == (0, self.dmax):
             return [None]
         if a == b:
             return [Cmp(arg, "==", a)]
-        if a == 0:
-            return [Cmp(arg, "<", b + 1)]
         if b == self.dmax:
             return [Cmp(arg, ">", a - 1)]
+        if a == 0 and not positive:
+            return [Cmp(arg, "<", b + 1)]
         if b - a < MAX_ENUMERATED:
             return [Cmp(arg, "==", x) for x in range(a, b + 1)]
-        raise _Unexpressible(f"args[{arg}] must lie in {a:#x}..{b:#x}: that takes two comparisons "
-                             "on one argument, and libseccomp allows one")
+        return [self._masked(arg, m, v) for m, v in _range_cubes(a, b, self.dmax)]
+
+
+def _range_cubes(a: int, b: int, dmax: int) -> list[tuple[int, int]]:
+    """a..b as aligned power-of-two blocks, each a masked equality (mask, value)."""
+    out = []
+    while a <= b:
+        size = a & -a if a else dmax + 1          # the largest block aligned at a
+        while a + size - 1 > b:
+            size >>= 1
+        out.append((dmax & ~(size - 1), a))
+        a += size
+    return out
+
+
+def _cube_cover(start: tuple[int, int],
+                forbidden: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Disjoint masked-equality "cubes" (mask, value) covering the values that satisfy
+    ``x & start_mask == start_value`` and none of ``x & m == v`` for (m, v) in ``forbidden``:
+    libseccomp has no masked !=, but (x & m) != v is an OR of single-bit masked equalities, and
+    fixing one bit at a time (a Shannon expansion) keeps the pieces few and disjoint."""
+    out: list[tuple[int, int]] = []
+
+    def walk(fm: int, fv: int, live: list[tuple[int, int]]) -> None:
+        live = [(m, v) for m, v in live if (v ^ fv) & m & fm == 0]   # still reachable
+        if not live:
+            out.append((fm, fv))
+            return
+        if any(m & ~fm == 0 for m, _ in live):                        # wholly forbidden
+            return
+        if len(out) > MAX_RULES_PER_SYSCALL:
+            raise _Unexpressible(f"needs more than {MAX_RULES_PER_SYSCALL} libseccomp rules")
+        m0, v0 = live[0]
+        bit = (m0 & ~fm) & -(m0 & ~fm)                                 # lowest unfixed bit
+        walk(fm | bit, fv | (bit & ~v0), live)   # the branch that leaves live[0] first
+        walk(fm | bit, fv | (bit & v0), live)
+
+    walk(start[0], start[1] & start[0], list(forbidden))
+    return out
 
 
 def _simplify(term: list[_Atom], dmax: int) -> dict[int, _ArgSet] | None:
@@ -261,8 +317,8 @@ def _simplify(term: list[_Atom], dmax: int) -> dict[int, _ArgSet] | None:
     return sets
 
 
-def _express(sets: dict[int, _ArgSet]) -> list[tuple[Cmp, ...]]:
-    per_arg = [s.express(arg) for arg, s in sorted(sets.items())]
+def _express(sets: dict[int, _ArgSet], positive: bool) -> list[tuple[Cmp, ...]]:
+    per_arg = [s.express(arg, positive) for arg, s in sorted(sets.items())]
     out = []
     for combo in itertools.product(*per_arg):
         out.append(tuple(c for c in combo if c is not None))
@@ -273,7 +329,7 @@ def _express(sets: dict[int, _ArgSet]) -> list[tuple[Cmp, ...]]:
 
 # --- flattening handlers and tables -----------------------------------------------------------
 
-Piece = tuple[tuple[Cond, ...], int]
+Piece = tuple[tuple[Cond, ...], int, str]   # conditions, action, the handler that decided it
 
 
 class _Flattener:
@@ -294,7 +350,7 @@ class _Flattener:
         out: list[Piece] = []
         try:
             for rule in h.rules:
-                out.extend((rule.conds + c, r) for c, r in self.act(rule.then, stack, name))
+                out.extend((rule.conds + c, r, o) for c, r, o in self.act(rule.then, stack, name))
             out.extend(self.act(h.default or self.p.default, stack, name))
         except PolicyError as exc:
             raise exc.at(loc=h.loc, context=f"handler '{name}'")
@@ -302,7 +358,7 @@ class _Flattener:
 
     def act(self, act: Act, stack: tuple[str, ...], owner: str) -> list[Piece]:
         if act.ret is not None:
-            return [((), act.ret & 0xFFFFFFFF)]
+            return [((), act.ret & 0xFFFFFFFF, owner)]
         tname = act.tail_call
         table = self.p.tables.get(tname)
         if table is None:
@@ -326,17 +382,17 @@ class _Flattener:
             if key > 0xFFFFFFFF or (table.size is not None and key >= table.size):
                 continue  # a slot no tail call can reach (the index is a u32 below max_entries)
             cond = Cond(arg, "==", key)
-            out.extend(((cond,) + c, r)
-                       for c, r in self.handler(hname, stack, f"table '{tname}'"))
+            out.extend(((cond,) + c, r, o)
+                       for c, r, o in self.handler(hname, stack, f"table '{tname}'"))
         out.extend(self.act(fallback, stack, owner))
         return out
 
 
-def _disjoint(pieces: list[Piece], dmax: int) -> list[tuple[list[list[_Atom]], int]]:
+def _disjoint(pieces: list[Piece], dmax: int) -> list[tuple[list[list[_Atom]], int, str]]:
     """For each piece, the conjunctions (as atom lists) it keeps once every earlier piece of a
     different action has been taken out."""
-    norm: list[tuple[list[_Atom] | None, int]] = []
-    for conds, ret in pieces:
+    norm: list[tuple[list[_Atom] | None, int, str]] = []
+    for conds, ret, origin in pieces:
         atoms: list[_Atom] | None = []
         for c in conds:
             a = _atom(c, dmax)
@@ -345,13 +401,13 @@ def _disjoint(pieces: list[Piece], dmax: int) -> list[tuple[list[list[_Atom]], i
                 break
             if a != _TRUE:
                 atoms.append(a)
-        norm.append((atoms, ret))
+        norm.append((atoms, ret, origin))
     out = []
-    for j, (atoms_j, ret_j) in enumerate(norm):
+    for j, (atoms_j, ret_j, origin_j) in enumerate(norm):
         if atoms_j is None:
             continue
         terms = [atoms_j] if _simplify(atoms_j, dmax) is not None else []
-        for atoms_i, ret_i in norm[:j]:
+        for atoms_i, ret_i, _ in norm[:j]:
             if not terms:
                 break
             if atoms_i is None or ret_i == ret_j:
@@ -361,33 +417,44 @@ def _disjoint(pieces: list[Piece], dmax: int) -> list[tuple[list[list[_Atom]], i
                 if _simplify(t + atoms_i, dmax) is None:
                     nxt.append(t)          # already disjoint from piece i
                     continue
+                # NOT(a1 and a2 and ...) as disjoint branches: not a1 | a1, not a2 | ...
+                # (disjoint, so that later splitting does not repeat the same inputs)
+                prefix: list[_Atom] = []
                 for a in atoms_i:
-                    cand = t + [_negate(a)]
+                    cand = t + prefix + [_negate(a)]
                     if _simplify(cand, dmax) is not None:
                         nxt.append(cand)
+                    prefix.append(a)
             terms = nxt
             if len(terms) > MAX_RULES_PER_SYSCALL:
                 raise _Unexpressible(f"needs more than {MAX_RULES_PER_SYSCALL} libseccomp rules")
         if terms:
-            out.append((terms, ret_j))
+            out.append((terms, ret_j, origin_j))
     return out
 
 
 def lower_slot(policy: Policy, arch: str, nr: int, handler: str, default: int,
-               dmax: int) -> SyscallRules:
+               dmax: int, positive: bool = False) -> SyscallRules:
     """The libseccomp rules for syscall ``nr`` on ``arch``, whose entry slot holds ``handler``."""
     pieces = _Flattener(policy, arch, nr).handler(handler, (policy.entry_table,),
                                                   f"table '{policy.entry_table}'")
     h = policy.handlers[handler]
     try:
         rules: list[KRule] = []
-        for terms, ret in _disjoint(pieces, dmax):
+        for terms, ret, origin in _disjoint(pieces, dmax):
             if ret == default:
                 continue
+            problem = action_problem(ret)
+            if problem:
+                raise PolicyError(problem, loc=policy.handlers[origin].loc,
+                                  context=f"handler '{origin}'")
             for t in terms:
                 sets = _simplify(t, dmax)
                 if sets is not None:
-                    rules.extend(KRule(cmps, ret) for cmps in _express(sets))
+                    rules.extend(KRule(cmps, ret) for cmps in _express(sets, positive))
+                if len(rules) > MAX_RULES_PER_SYSCALL:
+                    raise _Unexpressible(f"needs more than {MAX_RULES_PER_SYSCALL} "
+                                         "libseccomp rules")
     except _Unexpressible as exc:
         raise PolicyError(f"{exc} (syscall {nr} on {arch})", loc=h.loc,
                           context=f"handler '{handler}'") from None
@@ -406,6 +473,21 @@ def _prune(rules: list[KRule]) -> tuple[KRule, ...]:
     return tuple(keep)
 
 
+def action_problem(ret: int) -> str | None:
+    """Why libseccomp would refuse the action ``ret`` (its db_col_action_valid), or None."""
+    ret &= 0xFFFFFFFF
+    kind, data = ret & actions.ACTION_FULL, ret & actions.DATA
+    if kind not in actions.NAMES:
+        return f"{actions.describe(ret)}: not an action libseccomp can load"
+    if kind == actions.ERRNO and data >= actions.MAX_ERRNO:
+        return f"{actions.describe(ret)}: libseccomp loads errno values below {actions.MAX_ERRNO}"
+    if data and kind not in (actions.ERRNO, actions.TRACE):
+        return (f"{actions.describe(ret)}: libseccomp loads {actions.NAMES[kind]} without data"
+                if kind in actions.TAKES_DATA else f"{ret:#010x}: {actions.NAMES[kind]} "
+                "carries no data in libseccomp")
+    return None
+
+
 def _entry_default(policy: Policy) -> int:
     entry = policy.tables.get(policy.entry_table)
     act = (entry.default if entry is not None and entry.default is not None else policy.default)
@@ -415,14 +497,19 @@ def _entry_default(policy: Policy) -> int:
     return act.ret & 0xFFFFFFFF
 
 
-def lower(policy: Policy, *, args32: bool = True) -> Lowered:
+def lower(policy: Policy, *, args32: bool = True, positive: bool = False) -> Lowered:
     """Lower ``policy`` for libseccomp. ``args32``: on arches where libseccomp compares 32-bit
     arguments, decide comparisons beyond 32 bits up front (the kernel export); False keeps
-    64-bit arguments everywhere (an OCI profile, which the runtime lowers itself)."""
+    64-bit arguments everywhere (an OCI profile, which the runtime lowers itself).
+    ``positive``: only ==, >, >= and masked == (more rules; see kernel.py for why)."""
     entry = policy.tables.get(policy.entry_table)
     if entry is None or entry.index != "nr":
         raise PolicyError(f"the policy has no syscall table '{policy.entry_table}' indexed by nr")
     default = _entry_default(policy)
+    for what, ret in (("the policy default", default), ("bad_arch", policy.bad_arch)):
+        problem = action_problem(ret)
+        if problem:
+            raise PolicyError(f"{what}: {problem}", loc=policy.default.loc)
     by_arch: dict[str, dict[int, SyscallRules]] = {}
     for arch in policy.arches:
         if not scmp_arch.known(arch):
@@ -430,12 +517,13 @@ def lower(policy: Policy, *, args32: bool = True) -> Lowered:
         dmax = scmp_arch.arg_max(arch) if args32 else U64
         slots = {}
         for nr, hname in sorted(entry.by_arch.get(arch, {}).items()):
-            sr = lower_slot(policy, arch, nr, hname, default, dmax)
+            sr = lower_slot(policy, arch, nr, hname, default, dmax, positive)
             if sr.rules:
                 slots[nr] = sr
         by_arch[arch] = slots
         _check_multiplexers(arch, slots)
-    return Lowered(policy, default, policy.bad_arch & 0xFFFFFFFF, tuple(policy.arches), by_arch)
+    return Lowered(policy, default, policy.bad_arch & 0xFFFFFFFF, tuple(policy.arches), by_arch,
+                   positive)
 
 
 def _check_multiplexers(arch: str, slots: dict[int, SyscallRules]) -> None:
