@@ -4,6 +4,9 @@ One syscall-heavy workload — ``dd if=/dev/zero of=/dev/null bs=1 count=N``, ab
 runs in each *variant*:
 
 * ``native``: no tracer;
+* ``kernel``: no tracer, but :data:`SPARSE_POLICY` as a real seccomp filter
+  (``sysdispatch run --kernel``): the floor for ``sparse``, since any seccomp filter puts every
+  syscall on the kernel's slower entry path;
 * ``strace``: ``strace -f -qq -o /dev/null`` (the yardstick);
 * ``full``: ``sysdispatch trace --all`` with the default policy: every syscall stops and is
   dispatched through the policy's programs;
@@ -39,11 +42,11 @@ from pathlib import Path
 
 from ..errors import TraceError
 
-VARIANTS = ("native", "strace", "full", "sparse")
+VARIANTS = ("native", "kernel", "strace", "full", "sparse")
 # (numerator, denominator) ratios shown, with the goal where there is one.
 RATIOS: tuple[tuple[str, str, float | None], ...] = (
     ("strace", "native", None), ("full", "native", None), ("full", "strace", 0.6),
-    ("sparse", "native", 1.15),
+    ("sparse", "native", 1.15), ("kernel", "native", None), ("sparse", "kernel", None),
 )
 
 SPARSE_POLICY = """\
@@ -89,6 +92,7 @@ def commands(count: int, sparse_policy: str, cpu: int | None) -> dict[str, list[
     dd = workload(count)
     cmds = {
         "native": dd,
+        "kernel": [*me, "run", "--kernel", sparse_policy, "--", *dd],
         "strace": ["strace", "-f", "-qq", "-o", "/dev/null", *dd],
         "full": [*me, "trace", "--all", "--", *dd],
         "sparse": [*me, "trace", "--policy", sparse_policy, "--", *dd],
@@ -149,7 +153,8 @@ def analyse(runs: list[Run], variants: list[str], count: int) -> dict:
 
 def register(what: argparse._SubParsersAction) -> None:
     """Add ``trace`` to ``sysdispatch bench``."""
-    p = what.add_parser("trace", help="tracing overhead: native, strace, full and sparse dispatch",
+    p = what.add_parser("trace", help="tracing overhead: native, kernel filter, strace, full "
+                                      "and sparse dispatch",
                         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", "-n", type=int, default=50000, metavar="N",
@@ -160,7 +165,8 @@ def register(what: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated subset of {','.join(VARIANTS)} (default all)")
     p.add_argument("--sparse-policy", metavar="P",
-                   help="policy for the sparse variant (default: the built-in bench-sparse)")
+                   help="policy for the sparse and kernel variants (default: the built-in "
+                        "bench-sparse)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench_trace)
 

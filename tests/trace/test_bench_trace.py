@@ -95,16 +95,20 @@ def test_sparse_policy_handles_only_rare_syscalls():
 @pytest.mark.skipif(importlib.util.find_spec("sysdispatch.trace.tracer") is None,
                     reason="needs the tracer")
 def test_tracer_variants_run_the_workload(capsys):
-    """full and sparse really run dd under sysdispatch trace (dd's record count is checked by
-    run_once); the sparse policy's file is written for the run and used by it."""
-    doc = _run(capsys, "--count", "500", "--rounds", "1", "--variants", "sparse,full",
+    """full and sparse really run dd under sysdispatch trace, kernel under the same policy as a
+    plain seccomp filter (dd's record count is checked by run_once); the sparse policy's file is
+    written for the run and used by both."""
+    doc = _run(capsys, "--count", "500", "--rounds", "1", "--variants", "sparse,full,kernel",
                "--json")
     cmds = doc["setup"]["commands"]
     assert cmds["full"][-8:] == ["trace", "--all", "--", *bench.workload(500)]
     assert cmds["sparse"][-9:] == ["trace", "--policy", cmds["sparse"][-7], "--",
                                    *bench.workload(500)]
     assert cmds["sparse"][-7].endswith("bench-sparse.toml")
-    assert [r["variant"] for r in doc["runs"]] == ["full", "sparse"]
+    assert cmds["kernel"][-9:] == ["run", "--kernel", cmds["sparse"][-7], "--",
+                                   *bench.workload(500)]
+    assert [r["variant"] for r in doc["runs"]] == ["kernel", "full", "sparse"]
+    assert [r["name"] for r in doc["ratios"]] == ["sparse / kernel"]
     assert all(r["seconds"] > 0 for r in doc["runs"])
 
 
