@@ -200,6 +200,8 @@ _AT_FLAGS = sorted([(k, v) for k, v in CONSTANTS.items()
                    key=lambda kv: kv[1])
 _SIGNALS = {v: k for k, v in CONSTANTS.items()
             if k.startswith("SIG") and k[3:].isupper() and k[3:].isalpha()}
+_OPENS = frozenset({"open", "openat"})
+_CREATES = CONSTANTS["O_CREAT"] | PER_ARCH["O_TMPFILE"]["x86_64"]
 _ACCMODE = {0: "O_RDONLY", 1: "O_WRONLY", 2: "O_RDWR", 3: "O_ACCMODE"}
 
 
@@ -295,6 +297,8 @@ def render(ev: Event) -> str:
     """``[pid 42] openat(AT_FDCWD, "/etc/shadow", O_RDONLY) -> ERRNO(13) EACCES [openat_rules]``
     — ``(audit)`` marks a verdict that was reported, not enforced."""
     sig = signature(ev.name)
+    if ev.name in _OPENS and not ev.args[len(sig) - 2] & _CREATES:
+        sig = sig[:-1]        # the mode of an open that creates nothing is not an argument
     args = ", ".join(_shown(ev.decoded.get(arg), kind, value)
                      for (arg, kind), value in zip(sig, ev.args))
     verdict = actions.describe(ev.verdict)
