@@ -13,7 +13,7 @@ libseccomp 2.5 is not always faithful to the rules it is given: for some mixes o
 a rule without a word, builds BPF where a rule can never match, or never returns from
 ``seccomp_rule_add`` (all seen with this project's random-policy tests). So every filter is
 built in a forked child with a time limit, its BPF is run by the project's classic interpreter
-on probes around every rule and compared with the rules (:func:`_verify`), and when that fails
+on probes around every rule and compared with the rules (:func:`verify`), and when that fails
 the next rule order is tried, then a lowering that uses only comparisons whose action sits on
 the true branch of libseccomp's tree (==, >, >=, masked ==). A policy no attempt exports
 faithfully is refused with the first disagreement.
@@ -131,8 +131,14 @@ def _export(f: pyseccomp.SyscallFilter, how: str) -> bytes:
 # --- building in a child, with a time limit ----------------------------------------------------
 
 def _build_in_child(low: Lowered, order: int) -> tuple[bytes, str] | None:
-    """(bpf, pfc) built by libseccomp in a forked child; None when it did not finish in time.
-    A PolicyError raised while building is raised here."""
+    """(bpf, pfc) of :func:`build_filter` run in a forked child; None when it did not finish
+    in time. A PolicyError raised while building is raised here."""
+    return in_child(lambda: build_filter(low, order))
+
+
+def in_child(build) -> tuple[bytes, str] | None:
+    """(bpf, pfc) of the libseccomp filter ``build()`` returns, built in a forked child (see the
+    module docstring); None when it did not finish within BUILD_SECONDS."""
     rfd, wfd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -142,7 +148,7 @@ def _build_in_child(low: Lowered, order: int) -> tuple[bytes, str] | None:
         try:
             os.close(rfd)
             try:
-                f = build_filter(low, order)
+                f = build()
                 payload = ("ok", _export(f, "export_bpf"), _export(f, "export_pfc").decode())
             except PolicyError as exc:
                 payload = ("error", exc)
@@ -202,9 +208,9 @@ def _witness(cmps: tuple[Cmp, ...]) -> list[int]:
     return args
 
 
-def _verify(low: Lowered, bpf: bytes) -> str | None:
+def verify(low: Lowered, bpf: bytes) -> str | None:
     """Run libseccomp's BPF (on the project's classic interpreter) on probes around every rule
-    of every arch; the first disagreement with the rules, or None."""
+    of every arch of ``low``; the first disagreement with the rules, or None."""
     from ..seccomp import cfilter
     from ..seccomp.data import SeccompData
     from ..vm import cbpf
@@ -254,7 +260,7 @@ def compile_filter(policy: Policy | Lowered) -> KernelFilter:
                 problem = (f"libseccomp did not finish building the filter in "
                            f"{BUILD_SECONDS:g} s")
                 continue
-            found = _verify(attempt, built[0])
+            found = verify(attempt, built[0])
             if found is None:
                 return KernelFilter(built[0], built[1], attempt, order)
             problem = found

@@ -363,10 +363,11 @@ def _arg_json(c: Cmp) -> dict:
     return {"index": c.arg, "value": c.value, "op": _OP_NAME[c.op]}
 
 
-def per_name_rules(policy: Policy) -> tuple[Lowered, dict[str, tuple], list[str]]:
+def per_name_rules(policy: Policy, positive: bool = False
+                   ) -> tuple[Lowered, dict[str, tuple], list[str]]:
     """The policy lowered (64-bit arguments) and keyed by syscall name: the same rules must hold
     on every arch where libseccomp knows the name, since OCI profiles name syscalls once."""
-    low = lower(policy, args32=False)
+    low = lower(policy, args32=False, positive=positive)
     entry = policy.tables[policy.entry_table]
     by_name: dict[str, tuple] = {}
     seen_on: dict[str, str] = {}
@@ -400,9 +401,23 @@ def per_name_rules(policy: Policy) -> tuple[Lowered, dict[str, tuple], list[str]
 
 def export_oci(policy: Policy) -> tuple[dict, list[str]]:
     """The policy as an OCI seccomp profile (a JSON-ready dict), with warnings about what an
-    OCI profile cannot carry."""
-    low, by_name, warnings = per_name_rules(policy)
-    default = low.default
+    OCI profile cannot carry.
+
+    The profile is loaded the way a runtime loads it (one libseccomp rule per entry and name,
+    in profile order) and the resulting BPF is checked against the rules on this machine's
+    arch; when libseccomp would build it wrongly (see kernel.py), the profile is written again
+    with positive comparisons only (==, >, >=, masked ==)."""
+    problem = None
+    for positive in (False, True):
+        low, by_name, warnings = per_name_rules(policy, positive)
+        doc = _document(policy, low.default, by_name)
+        problem = _runtime_check(doc, low)
+        if problem is None:
+            return doc, warnings
+    return doc, warnings + [f"a runtime's libseccomp may load this profile inexactly: {problem}"]
+
+
+def _document(policy: Policy, default: int, by_name: dict[str, tuple]) -> dict:
     groups: dict[tuple, list[str]] = {}
     for sc, rules in by_name.items():
         for r in rules:
@@ -423,7 +438,40 @@ def export_oci(policy: Policy) -> tuple[dict, list[str]]:
             e["args"] = [_arg_json(c) for c in cmps]
         entries.append(e)
     out["syscalls"] = entries
-    return out, warnings
+    return out
+
+
+def _runtime_check(doc: dict, low: Lowered) -> str | None:
+    """Load ``doc`` into libseccomp for this machine's arch as a runtime would and compare the
+    BPF with the rules; the first disagreement, or None."""
+    import dataclasses
+
+    import pyseccomp
+
+    from . import kernel
+    native = scmp_arch.native()
+    if native not in low.arches:
+        return None
+
+    def ret_of(e: dict, errno_key: str) -> int:
+        act = ACTIONS[e["action"] if "action" in e else e["defaultAction"]]
+        return act | e.get(errno_key, 0) if act in (A.ERRNO, A.TRACE) else act
+
+    def build() -> pyseccomp.SyscallFilter:
+        f = pyseccomp.SyscallFilter(ret_of(doc, "defaultErrnoRet"))
+        for e in doc["syscalls"]:
+            args = [pyseccomp.Arg(a["index"], getattr(pyseccomp, a["op"][len("SCMP_CMP_"):]),
+                                  a["value"], a.get("valueTwo", 0)) for a in e.get("args", ())]
+            for n in e["names"]:
+                nr = scmp_arch.resolve(native, n)
+                if nr >= 0:
+                    f.add_rule(ret_of(e, "errnoRet"), nr, *args)
+        return f
+
+    built = kernel.in_child(build)
+    if built is None:
+        return "libseccomp did not finish loading it"
+    return kernel.verify(dataclasses.replace(low, arches=(native,)), built[0])
 
 
 def dumps(profile: dict) -> str:
