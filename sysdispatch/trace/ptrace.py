@@ -314,6 +314,8 @@ OPTIONS_ALL_EVENTS = (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEFORK | PTRACE_O_TRAC
 # and give the tracer the requests it needs to emulate seccomp's signals (per-thread signal masks,
 # one word of memory written).
 
+import struct  # noqa: E402
+
 from ptrace.binding.func import PTRACE_POKEDATA  # noqa: E402  (kept beside its use)
 
 PTRACE_GETSIGMASK = 0x420A
@@ -366,22 +368,28 @@ def fast_call(request: int):
 
 
 class StopInfo:
-    """A reusable PTRACE_GET_SYSCALL_INFO buffer for the tracer's hot path: :meth:`read` fills
-    it with one request and the fields are read off :attr:`raw` (``op``, ``arch``,
-    ``instruction_pointer``, ``nr`` (u64: convert with :func:`signed_nr`), ``args``,
-    ``ret_data``) — no allocation per stop."""
+    """A reusable PTRACE_GET_SYSCALL_INFO buffer for the tracer's hot path: :meth:`read` makes
+    one request and returns the fields as one tuple of ints, :data:`STOP_FIELDS` — no ctypes
+    object or dataclass per stop. ``nr`` is the u64 the kernel wrote (exit stops: the return
+    value; convert with :func:`signed_nr`); ``args`` are ``fields[5:11]``."""
 
-    __slots__ = ("raw", "_addr", "_size", "_call")
+    LAYOUT = struct.Struct("<B3xIQQQ6QI4x")   # struct ptrace_syscall_info, as _RawSyscallInfo
+
+    __slots__ = ("_buf", "_addr", "_call")
 
     def __init__(self) -> None:
-        self.raw = _RawSyscallInfo()
-        self._addr = ctypes.addressof(self.raw)
-        self._size = ctypes.sizeof(self.raw)
+        self._buf = bytearray(self.LAYOUT.size)
+        self._addr = ctypes.addressof((ctypes.c_char * len(self._buf)).from_buffer(self._buf))
         self._call = fast_call(PTRACE_GET_SYSCALL_INFO)
 
-    def read(self, pid: int) -> _RawSyscallInfo:
-        self._call(pid, self._size, self._addr)
-        return self.raw
+    def read(self, pid: int) -> tuple[int, ...]:
+        self._call(pid, len(self._buf), self._addr)
+        return self.LAYOUT.unpack_from(self._buf)
+
+
+STOP_FIELDS = ("op", "arch", "instruction_pointer", "stack_pointer", "nr",
+               "arg0", "arg1", "arg2", "arg3", "arg4", "arg5", "ret_data")
+assert StopInfo.LAYOUT.size == ctypes.sizeof(_RawSyscallInfo)
 
 
 def signed_nr(nr: int) -> int:

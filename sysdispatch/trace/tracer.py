@@ -32,8 +32,8 @@ are delivered as they came. A new thread's first stop may arrive before its crea
 event: any unknown tid is adopted. Ctrl-C in spawn mode kills every tracee and reaps it, so no
 stopped or zombie process remains; the status is 130.
 
-Per stop: one PTRACE_GET_SYSCALL_INFO into a reused buffer, the policy's (cached) decision, one
-resume; events (:class:`~sysdispatch.trace.events.Event`) are built only when someone reads them.
+Per stop: one PTRACE_GET_SYSCALL_INFO into a reused buffer, the policy's decision (its verdict
+cache answers most), one resume; events (:class:`~sysdispatch.trace.events.Event`) are built only when someone reads them.
 """
 
 from __future__ import annotations
@@ -67,11 +67,6 @@ _ALLOW = actions.ALLOW
 _SECCOMP_STATUS = ((pt.PTRACE_EVENT_SECCOMP << 8) | signal.SIGTRAP) << 8 | 0x7F
 _SYSCALL_STATUS = pt.SYSCALL_STOP << 8 | 0x7F
 _INFO_EXIT, _INFO_NONE = pt.PTRACE_SYSCALL_INFO_EXIT, pt.PTRACE_SYSCALL_INFO_NONE
-
-
-def _generation(policy: LoadedPolicy) -> int:
-    """The policy's cache generation (bumped by every live slot swap; see policy.loaded)."""
-    return policy._generation
 
 Sink = Callable[[Event], None]
 
@@ -138,8 +133,6 @@ class Tracer:
         self._syscall = pt.fast_call(pt.PTRACE_SYSCALL)
         self._go = self._cont                 # the resume of a plain ALLOW (attach: SYSCALL)
         self._quiet_allow = not self.sinks and not verbose   # ALLOW needs no event
-        self._decisions: dict[tuple[int, int], object] = {}
-        self._generation = _generation(policy)
         self._interrupted = False
         self._detaching = False
 
@@ -318,14 +311,10 @@ class Tracer:
             self._cont(tid, 0, sig)
 
     def _dispatch(self, th: Thread) -> None:
-        """A seccomp stop, or a syscall stop (attach mode; or the exit stop asked for).
-
-        The hot path: a decision that depends only on (arch, nr) (``Decision.cached``) is kept
-        here per (arch, nr) — no SeccompData, no argument tuple — for as long as the policy's
-        jump tables stay the same (its generation, bumped by every live slot swap)."""
+        """A seccomp stop, or a syscall stop (attach mode; or the exit stop asked for)."""
         tid = th.tid
-        raw = self._read(tid)
-        op = raw.op
+        info = self._read(tid)   # (op, arch, ip, sp, nr, args[6], ret_data)
+        op = info[0]
         if op == _INFO_EXIT or op == _INFO_NONE:
             at_exit, th.at_exit = th.at_exit, None
             if at_exit is not None:
@@ -333,26 +322,15 @@ class Tracer:
             self._resume(tid)
             return
         self.dispatched += 1
-        nr = raw.nr
+        nr = info[4]
         if nr >> 63:
             nr -= 1 << 64
-        arch = raw.arch
-        policy = self.policy
-        decision = self._decisions.get((arch, nr))
-        if decision is None or self._generation != _generation(policy):
-            if self._generation != _generation(policy):
-                self._decisions.clear()
-                self._generation = _generation(policy)
-            decision = policy.decide(SeccompData(nr, arch, raw.instruction_pointer,
-                                                 tuple(raw.args)))
-            if decision.cached:
-                self._decisions[(arch, nr)] = decision
+        arch, ip, args = info[1], info[2], info[5:11]
+        decision = self.policy.decide(SeccompData(nr, arch, ip, args))
         ret = decision.ret
         if ret & _ACTION == _ALLOW and self._quiet_allow and not self._detaching:
             self._go(tid, 0, 0)
             return
-        args = tuple(raw.args)
-        ip = raw.instruction_pointer
         self._emit(th, nr, arch, ip, args, decision)
         exit_stop = self.enforcer.enforce(th, nr, arch, ip, args, ret)
         self._resume(tid, 0, exit_stop)
