@@ -8,8 +8,13 @@ calls — or ``reference`` (the model evaluated directly, no BPF; rules handlers
 Paths: the slot lists of the policy's PROG_ARRAYs note the reads a tail call makes while a
 dispatch runs in the current thread, so ``Decision.path`` names each tail call exactly.
 
-The verdict cache: when every program a dispatch ran depends only on (arch, nr) (purity.py: no
-argument read, no data map, no helper but tail_call), its Decision is remembered per (arch, nr).
+The verdict cache: purity.py tells which seccomp_data words a program's verdict can depend on
+(None: it reads a data map, calls a helper other than tail_call, ...). For each (arch, nr) the
+first call analyses every program the call can reach (the entry, the handler in its slot, and all
+programs of the args tables reachable from there) and makes a plan: the verdict depends on
+(arch, nr) only — it is remembered per (arch, nr) —, or also on some arguments — it is
+remembered per (arch, nr, those arguments), e.g. ioctl's command —, or it cannot be cached (a
+map-counting handler, anything reading the instruction pointer).
 :meth:`set_slot` swaps a PROG_ARRAY slot — one list item, atomic under the GIL, so a dispatch in
 another thread sees the old or the new handler — and then empties the cache. A dispatch that ran
 while a swap happened never stores its result: the cache has a generation number, read before
@@ -18,6 +23,7 @@ the run and compared under the lock when storing.
 
 from __future__ import annotations
 
+import operator
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +38,24 @@ from . import _arch, constants, layout, reference
 from .compile import ENTRY, Compiled, compile_policy, put_slot
 from .model import Handler, Policy
 from .parse import load as load_policy
-from .purity import depends_only_on_arch_nr
+from .purity import IP_WORD, ctx_words
 
 ENGINES = ("interp", "jit", "reference")
+MAX_CACHED = 1 << 16   # argument-keyed cache entries kept before starting over
+
+
+class _Keyed:
+    """A cache plan: the verdict depends on (arch, nr) and the arguments ``args`` (indexes)."""
+
+    __slots__ = ("indexes", "args")
+
+    def __init__(self, indexes: list[int]) -> None:
+        self.indexes = tuple(indexes)
+        self.args = operator.itemgetter(*indexes)   # args tuple -> the key part
+
+
+_UNPLANNED = object()
+_ARCH_NR = object()   # the plan "depends on (arch, nr) only", until the first verdict is in
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +108,8 @@ class LoadedPolicy:
         self._verify = verify
         self.host = host or Host()
         self.use_cache = cache and engine != "reference"
-        self._cache: dict[tuple[int, int], Decision] = {}
+        self._plans: dict[tuple[int, int], Any] = {}   # (arch, nr) -> Decision | _Keyed | None
+        self._cache: dict[tuple, Decision] = {}          # ((arch, nr), args) -> Decision
         self._generation = 0
         self._lock = threading.Lock()
         for array in self.compiled.arrays.values():
@@ -100,30 +122,87 @@ class LoadedPolicy:
     # --- dispatch -------------------------------------------------------------------------------
 
     def decide(self, data: SeccompData) -> Decision:
-        """Run the policy for one syscall."""
+        """Run the policy for one syscall (or answer from the verdict cache)."""
         key = (data.arch & 0xFFFFFFFF, data.nr & 0xFFFFFFFF)
-        if self.use_cache:
-            hit = self._cache.get(key)
+        if not self.use_cache:
+            return self._dispatch(data)
+        plan = self._plans.get(key, _UNPLANNED)
+        if plan.__class__ is Decision:
+            return plan                              # depends on (arch, nr) only
+        if plan.__class__ is _Keyed:
+            full = (key, plan.args(data.args))
+            hit = self._cache.get(full)
             if hit is not None:
                 return hit
+        generation = self._generation
+        if plan is _UNPLANNED:
+            plan = self._plan(key, generation)
+        decision = self._dispatch(data)
+        if plan is None:
+            return decision
+        cached = Decision(decision.ret, decision.path, decision.tail_calls, decision.handler,
+                          decision.attempts, cached=True)
+        with self._lock:
+            if self._generation != generation:
+                return decision                      # a slot changed while this one ran
+            if plan is _ARCH_NR:
+                self._plans[key] = cached
+            else:
+                if len(self._cache) >= MAX_CACHED:
+                    self._cache.clear()              # argument-keyed entries: keep it bounded
+                self._cache[(key, plan.args(data.args))] = cached
+        return decision
+
+    def _dispatch(self, data: SeccompData) -> Decision:
         if self._run is None:
             r = reference.evaluate(self.policy, data)
             return Decision(r.ret, r.path, r.tail_calls, r.handler, r.attempts)
-        generation = self._generation
         _reads.log = reads = []
         try:
             res = self._run(self._entry, ctx=data.pack(), host=self.host)
         finally:
             _reads.log = None
-        chain = tuple(getattr(p, "program", p) for p in res.chain)
-        decision = Decision(res.r0 & 0xFFFFFFFF, self._path(reads), len(chain) - 1,
-                            chain[-1].name if len(chain) > 1 else None, res.tail_calls)
-        if self.use_cache and all(depends_only_on_arch_nr(p) for p in chain):
-            with self._lock:
-                if self._generation == generation:
-                    self._cache[key] = Decision(decision.ret, decision.path, decision.tail_calls,
-                                                decision.handler, decision.attempts, cached=True)
-        return decision
+        chain = res.chain
+        last = getattr(chain[-1], "program", chain[-1])
+        return Decision(res.r0 & 0xFFFFFFFF, self._path(reads), len(chain) - 1,
+                        last.name if len(chain) > 1 else None, res.tail_calls)
+
+    def _plan(self, key: tuple[int, int], generation: int):
+        """How calls with this (arch, nr) can be cached: _ARCH_NR (the verdict depends on
+        nothing else), a _Keyed (it depends on these arguments too), or None (not at all).
+        Every program such a call can reach is analysed: the entry, the handler in its nr
+        slot, and everything in the jump tables reachable from there."""
+        arch_value, nr = key
+        arch = layout.arch_of(self.policy, arch_value, nr)
+        programs = [self._entry]
+        if arch is not None:
+            table = self.compiled.arrays[(self.policy.entry_table, arch)]
+            index = layout.slot_index(arch, nr)
+            if index < table.max_entries and list.__getitem__(table.slots, index) is not None:
+                programs.append(list.__getitem__(table.slots, index))
+        nr_arrays = {id(a) for (t, a_), a in self.compiled.arrays.items() if a_ is not None}
+        seen_arrays: set[int] = set()
+        words: set[int] = set()
+        i = 0
+        while i < len(programs):
+            p = getattr(programs[i], "program", programs[i])
+            i += 1
+            read = ctx_words(p)
+            if read is None or IP_WORD in read:
+                plan = None
+                break
+            words |= read
+            for m in p.maps:
+                if isinstance(m, ProgArray) and id(m) not in nr_arrays | seen_arrays:
+                    seen_arrays.add(id(m))
+                    programs += [q for q in list(m.slots) if q is not None]
+        else:
+            args = sorted(w - 2 for w in words if w >= 2)
+            plan = _Keyed(args) if args else _ARCH_NR
+        with self._lock:
+            if self._generation == generation and plan is not _ARCH_NR:
+                self._plans[key] = plan
+        return plan
 
     def _path(self, reads: list) -> tuple[str, ...]:
         """The programs a dispatch ran, each after the tail call that reached it (every slot
@@ -172,6 +251,7 @@ class LoadedPolicy:
                 except MapError as exc:
                     raise PolicyError(f"table '{array.name}' slot {index}: {exc.message}") from None
             self._generation += 1
+            self._plans = {}
             self._cache = {}
 
     def _handler_program(self, name: str):

@@ -50,22 +50,29 @@ def test_purity_of_generated_programs():
     assert not depends_only_on_arch_nr(fi.compiled.program("third_open_fails"))   # a map
 
 
-def test_cache_keeps_only_arch_nr_verdicts():
+def test_cache_keys_on_what_the_verdict_depends_on():
     lp = LoadedPolicy(parse.loads(POLICY))
     first = lp.decide(SeccompData(GETPID))
-    again = lp.decide(SeccompData(GETPID, args=(5, 6)))
+    again = lp.decide(SeccompData(GETPID, args=(5, 6)))       # arguments do not matter here
     assert not first.cached and again.cached and again.ret == first.ret == actions.ERRNO | 1
     assert again.path == first.path
     assert lp.decide(SeccompData(0)).ret == actions.ALLOW and lp.decide(SeccompData(0)).cached
-    # argument-dependent verdicts are never cached
-    assert lp.decide(SeccompData(OPENAT, args=(0, 0, 0o100))).ret == actions.ERRNO | 13
-    d = lp.decide(SeccompData(OPENAT, args=(0, 0, 0)))
-    assert d.ret == actions.ALLOW and not d.cached
+    # openat's handler reads args[2]: verdicts are kept per value of args[2], and only that
+    create = lp.decide(SeccompData(OPENAT, args=(0, 0, 0o100)))
+    assert create.ret == actions.ERRNO | 13 and not create.cached
+    same = lp.decide(SeccompData(OPENAT, args=(7, 8, 0o100)))
+    assert same.ret == actions.ERRNO | 13 and same.cached
+    other = lp.decide(SeccompData(OPENAT, args=(0, 0, 0)))
+    assert other.ret == actions.ALLOW and not other.cached
+    # socket reads args[0], also through its nested table
     assert lp.decide(SeccompData(SOCKET, args=(1,))).ret == actions.ALLOW
     assert lp.decide(SeccompData(SOCKET, args=(2,))).ret == actions.ERRNO | 97
-    # the fault injector counts every call: a cache would break it
+    d = lp.decide(SeccompData(SOCKET, args=(2, 1)))
+    assert d.cached and d.path[-1] == "fam" and d.ret == actions.ERRNO | 97
+    # the fault injector counts every call in a map: never cached
     fi = LoadedPolicy.from_file("filters/fault-inject.toml")
     assert [fi.decide(SeccompData(OPENAT)).ret & 0xFFFF for _ in range(4)] == [0, 0, 5, 0]
+    assert not any(fi.decide(SeccompData(OPENAT)).cached for _ in range(3))
 
 
 def test_set_slot_updates_and_invalidates():
