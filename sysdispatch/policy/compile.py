@@ -15,7 +15,7 @@
   bad arch, as libseccomp decides). A block tail-calls into its own table with the syscall number
   (x32: less its bit) as index and falls through to the entry table's default.
 * **Asm handlers** are assembled (seccomp type) with the policy's maps and args tables visible as
-  ``map[NAME]``; their errors name the policy file's line.
+  ``map[NAME]``; their errors name the policy file's line. **ELF handlers**: see elf.py.
 
 Every program is verified (sysdispatch.vm.verifier) when the verifier is available; a refusal
 is a PolicyError ``file:line:col: handler 'x': pc N: ...``.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import Location, MapError, PolicyError, SysdispatchError
@@ -131,6 +132,7 @@ class _Built:
 class _Generator:
     def __init__(self, policy: Policy, arrays: dict, maps: dict[str, Map]) -> None:
         self.policy, self.arrays, self.maps = policy, arrays, maps
+        self.elf_maps: dict[tuple[str, str], Map] = {}   # maps made from objects' maps sections
         self._labels = 0
 
     def label(self, stem: str) -> str:
@@ -175,8 +177,7 @@ class _Generator:
         if h.kind == "asm":
             return self.asm_handler(h, context)
         if h.kind == "elf":
-            raise PolicyError("ELF handlers are not supported yet (use asm)", loc=h.loc,
-                              context=context)
+            return self.elf_handler(h, context)
         maps: list = []
         default = self.policy.handler_default(h)
         if not h.rules and default.ret is not None:
@@ -209,6 +210,28 @@ class _Generator:
         built = _Built(h.name, [], [], h.loc, context)
         built.program = Program.load(prog.insns, prog_type=SECCOMP, maps=prog.maps, name=h.name,
                                      source=source or None, labels=prog.labels)
+        return built
+
+    def elf_handler(self, h: Handler, context: str) -> _Built:
+        from .elf import load_handler
+        path = Path(h.elf or "")
+        if not path.is_absolute():
+            path = Path(self.policy.path or ".").parent / path
+        tables = {t.name: self.arrays[(t.name, None)]
+                  for t in self.policy.tables.values() if t.index != "nr"}
+        try:
+            insns, maps = load_handler(path, h.section or h.name, name=h.name,
+                                       policy_maps=self.maps, declared=self.policy.maps,
+                                       listed=h.maps, tables=tables, shared=self.elf_maps)
+            prog = Program.load(insns, prog_type=SECCOMP, maps=maps, name=h.name,
+                                source=[h.loc] * len(insns))
+        except SysdispatchError as exc:
+            raise PolicyError(exc.message, loc=h.loc, pc=exc.pc, context=context) from None
+        for m in maps:   # the object's own maps become visible as the policy's, by name
+            if m not in tables.values():
+                self.maps.setdefault(m.name, m)
+        built = _Built(h.name, [], [], h.loc, context)
+        built.program = prog
         return built
 
     def asm_location(self, h: Handler, loc: Location | None) -> Location:

@@ -30,8 +30,10 @@ table: a value as in conditions, below 65536 (a PROG_ARRAY is indexed, not hashe
 ``[handlers.NAME]`` — exactly one kind: rules (``rules = [{ when = [COND, ...], action = ACT },
 ...]`` and/or ``default = ACT``: rules are tried in order, the conditions of a rule are ANDed,
 the first rule that matches decides, else ``default``, else the policy's ``default``); ``asm``
-(eBPF assembly, seccomp program type, LLVM syntax; ``maps = [...]``); ``elf`` + ``section`` (an
-object file relative to the policy file; reserved — refused for now). ``description`` is free
+(eBPF assembly, seccomp program type, LLVM syntax; ``maps = [...]``); ``elf`` + ``section`` (a
+section of a BPF object file built with ``clang -O2 -target bpf -c``, the path relative to the
+policy file; ``section`` defaults to the handler's name; maps come from the object's ``maps``
+section, see elf.py). ``description`` is free
 text. A handler may not be named like an action literal (``log``, ``errno(1)``, ...).
 
 Conditions: ``args[N] OP VALUE`` or ``args[N] & MASK OP VALUE``, N in 0..5, OP one of

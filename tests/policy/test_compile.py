@@ -174,8 +174,8 @@ def test_asm_handler_runs_with_its_map():
     assert lp.compiled.maps["counts"][0] == (3).to_bytes(8, "little")
 
 
-def test_elf_handlers_are_refused_with_location():
-    with pytest.raises(PolicyError, match=r"^e\.toml:5:11: handler 'h': ELF handlers are not "):
+def test_missing_elf_object_is_one_error_with_location():
+    with pytest.raises(PolicyError, match=r"^e\.toml:5:11: handler 'h': cannot read x\.o: No such "):
         compile_policy(parse.loads('[policy]\ndefault="allow"\n[tables.syscalls.entries]\n'
                                    'read = "h"\n[handlers.h]\nelf = "x.o"\n', "e.toml"))
 
