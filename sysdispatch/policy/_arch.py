@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from ..errors import PolicyError
 from ..seccomp import arch as _sa
-from ..seccomp.data import AUDIT_ARCH_X86_64  # noqa: F401  (re-exported for layout)
 
 ARCH_NAMES = tuple(a.name for a in _sa.ARCHES)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Location, MapError, PolicyError, SysdispatchError
-from ..seccomp.data import OFF_ARCH, OFF_NR, X32_SYSCALL_BIT
+from ..seccomp.data import AUDIT_ARCH_X86_64, OFF_ARCH, OFF_NR, X32_SYSCALL_BIT
 from ..vm import isa
 from ..vm.maps import Map, ProgArray, create_map, owner_of
 from ..vm.program import SECCOMP, TAIL_CALL, Program
@@ -262,7 +262,7 @@ class _Generator:
         for audit, arches in blocks.items():
             items += [Label(f"audit_{audit:08x}"), isa.make("ldxw", INDEX, CTX, OFF_NR)]
             order = [a for a in arches if a != "x32"] + [a for a in arches if a == "x32"]
-            if audit == _arch.AUDIT_ARCH_X86_64:
+            if audit == AUDIT_ARCH_X86_64:
                 items += self.x32_split("x86_64" in arches, "x32" in arches)
             for a in order:
                 items.append(Label(f"nr_{a}"))

@@ -14,7 +14,7 @@ above its largest key (AF_* fit in 64). A ``size`` in the policy file overrides 
 
 from __future__ import annotations
 
-from ..seccomp.data import X32_SYSCALL_BIT
+from ..seccomp.data import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
 from . import _arch
 from .model import Policy, Table
 
@@ -57,7 +57,7 @@ def arch_of(policy: Policy, arch: int, nr: int) -> str | None:
     for a in policy.arches:
         if _arch.audit_arch(a) != arch:
             continue
-        if arch == _arch.AUDIT_ARCH_X86_64 and (a == "x32") != x32_call:
+        if arch == AUDIT_ARCH_X86_64 and (a == "x32") != x32_call:
             continue
         return a
     return None

@@ -112,7 +112,7 @@ class _Scanner:
                 return
             if self.t.startswith("[[", i):
                 parts, i = self.dotted(self.blank(i + 2))
-                path = self.resolve(parts)
+                path = self.resolve(parts[:-1]) + (parts[-1][0],)   # no index for itself
                 self.aot[path] = self.aot.get(path, -1) + 1
                 current = path + (self.aot[path],)
                 self.keys.setdefault(current, parts[-1][1])
