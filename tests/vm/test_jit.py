@@ -24,7 +24,6 @@ from sysdispatch.vm.conformance import CONFORMANCE_HELPERS
 from sysdispatch.vm.helpers import HELPERS, Helper, Host, Printk
 from sysdispatch.vm.isa import (FP, MAX_CALL_FRAMES, MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn,
                                 lddw, make)
-from sysdispatch.vm.jit.codegen import GROUP_FROM, analyse
 from sysdispatch.vm.maps import ArrayMap, ProgArray, ProgOwner
 from sysdispatch.vm.program import SECCOMP, TAIL_CALL, TRACE_PRINTK, Program
 
@@ -91,20 +90,44 @@ def test_compiled_once_per_program_and_table():
     assert jit.compile_program(p, CONFORMANCE_HELPERS).compiled is not first.compiled
 
 
-def test_long_programs_group_their_blocks_and_still_agree():
-    for seed in range(40):
-        p = Program.load(progen.random_program(random.Random(seed), length=150))
-        blocks, _ = analyse(p)
-        if len(blocks) > 3 * GROUP_FROM:
-            break
-    src = jit.compile_program(p).source
-    assert "if blk < " in src  # the second level of the block chain
-    a, b = both(p)
+def test_single_predecessor_blocks_are_inline_and_joins_are_dispatched():
+    """if/else diamonds: both arms inline under the test, the join point a root."""
+    join = [make("add", 0, imm=10, reg=False), make("mul", 0, imm=3, reg=False),
+            make("xor", 0, imm=5, reg=False), make("sub", 0, imm=1, reg=False),
+            make("lsh", 0, imm=2, reg=False), make("exit")]  # too long to copy to each arm
+    p = Program.load([make("ldxb", 1, 1, off=0), mov(0, 0),
+                      make("jeq", 1, imm=0, off=2, reg=False), mov(0, 1), make("ja", off=1),
+                      mov(0, 2), *join])
+    gen = jit.compile_program(p).compiled.generated
+    assert gen.roots == (0, 6)  # the entry and the join; the arms are inline
+    for mem in (b"\0", b"\1"):
+        a, b = both(p, mem=mem)
+        assert a == b
+    many = next(p for seed in range(40)
+                if len((p := Program.load(progen.random_program(random.Random(seed),
+                                                                length=150))).insns) > 150
+                and len(jit.compile_program(p).compiled.generated.roots) > 8)
+    assert "if blk < " in jit.compile_program(many).source  # the binary dispatch tree
+    a, b = both(many)
     assert a == b
 
 
-def test_a_loop_jumping_back_across_groups():
-    """A backward jump from the last group to the first, many times: counts and r0 agree."""
+def test_deeply_nested_branches_stay_within_pythons_indentation_limit():
+    """200 nested forward branches: inlining stops at a depth limit and dispatches instead."""
+    n = 200
+    insns = [make("ldxdw", 1, 1, off=0), mov(0, 0)]
+    for i in range(n):  # if r1 > i goto next test (inline, one level deeper) else return i
+        insns += [make("jgt", 1, imm=i, off=2, reg=False), mov(0, i), make("exit")]
+    insns += [mov(0, -1), make("exit")]
+    p = Program.load(insns)
+    assert "blk = " in jit.compile_program(p).source  # some branches had to be dispatched
+    for value in (0, 57, 199, 500):
+        a, b = both(p, mem=value.to_bytes(8, "little"))
+        assert a == b and b.r0 == (value if value < n else (1 << 64) - 1)
+
+
+def test_a_loop_with_many_blocks():
+    """A backward jump over 40 small blocks, many times: counts and r0 agree."""
     body = []
     for i in range(40):  # 40 small blocks inside the loop
         body += [make("jeq", 2, imm=i, off=1, reg=False), make("add", 0, imm=i, reg=False)]

@@ -6,21 +6,22 @@
 
 Registers are local variables; ``r10`` is the frame's stack top; ``stk`` its stack buffer and
 ``s2``/``s4``/``s8`` views of it as arrays of words (fetched at entry when some access uses the
-stack directly, otherwise the stack is made on first touch as in the interpreter). The body is a state machine over basic blocks: ``while True:``
-around a chain of ``if blk <= PC:`` tests in program order, one per basic block, where ``blk``
-is the pc of the block to run. Falling through needs no code (``blk`` stays below the next block's
-pc); a forward jump sets ``blk`` to its target and lets the chain skip the blocks in between; a
-backward jump sets ``blk`` and ``continue`` s. Long programs get a second level of ``if blk <
-END:`` groups so a far jump skips a group in one test. A bpf-to-bpf call enters the same function
-with ``blk`` at the callee's first pc.
+stack directly; otherwise the stack is made on first touch, as in the interpreter). The code of
+each instruction comes from :mod:`.emit`; this module lays out the control flow.
 
-Instruction semantics are never spelled here: ALU, jump, byte-order, sign-extension and atomic
-operations paste the expression templates of :mod:`sysdispatch.vm.semantics` with ``a``/``b``/
-``c``/``m``/``v`` replaced by register names or literals. Loads and stores go through the run's
-:class:`~sysdispatch.vm.memory.Memory` with the interpreter's fast path (its last region hit)
-inline, so faults are the interpreter's; an access at a constant offset from ``r10`` that lies
-inside the 512-byte frame indexes the stack buffer directly (``r10`` is never written: the
-compile step refuses such programs, as the interpreter does).
+Control flow is structured where the program allows it, and a state machine elsewhere:
+
+* a basic block with a single predecessor is written *inline* where that predecessor jumps to
+  it or falls into it — a conditional jump becomes ``if cond:`` with the target's code inside and
+  the fall-through's code after it — so most jumps cost no dispatch at all;
+* a tiny block that ends the program (``r0 = K; exit``: the verdict leaves of a filter) is
+  written inline at every jump to it;
+* every other block — a join point, a loop head, the entry, a bpf-to-bpf call target — is a
+  *root*: ``while True:`` around a balanced binary tree of ``if blk < PC:`` tests picks the root
+  whose pc is in ``blk``; jumping to a root is ``blk = PC; continue``, O(log roots).
+
+Register facts travel into inlined blocks: a register known to hold less than 2**32 (after an
+ALU32 operation or a 32-bit load) is used by 32-bit operations without its mask.
 
 Step accounting is the interpreter's, exactly: ``left`` is the remaining instruction budget and
 each *segment* (a basic block, also cut after every call so a callee or a tail call sees the
@@ -37,23 +38,20 @@ so two programs with the same instructions share one compiled code object.
 
 from __future__ import annotations
 
-import re
-import sys
 from dataclasses import dataclass
 
 from ...errors import EncodingError
 from .. import semantics as sem
-from ..isa import FP, PSEUDO_IMM64, PSEUDO_MAP_FD, STACK_SIZE, Insn, lddw_value
-from ..memory import SIZE_MASK
+from ..isa import PSEUDO_MAP_FD, Insn
 from ..program import TAIL_CALL, Program, jump_target
+from .emit import REGS, condition, narrowed, stack_offset, statement
 
-M64 = sem.M64
-# Above this many basic blocks the chain is grouped; groups hold about sqrt(blocks) blocks.
-GROUP_FROM = 16
-# The function's parameters after the registers' common prefix; r0..r9 follow.
 PARAMS = "env, mem, depth, left, blk"
-REGS = ", ".join(f"r{i}" for i in range(10))
-REGS_UPTO5 = ", ".join(f"r{i}" for i in range(6))
+# Inlined code nests one level per conditional jump; past this depth a block is dispatched
+# instead (Python allows 100 levels of indentation; the root tree adds about log2(roots)).
+MAX_INLINE_DEPTH = 48
+# A block ending the program with at most this many instructions is copied to each jump to it.
+TINY_EXIT = 4
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class Generated:
     the pcs whose ``lddw`` loads a map address or map value address (bound as ``K<pc>``);
     ``helper_ids`` the helper ids called directly (bound as ``H<id>``); ``tail_maps`` the pcs of
     ``lddw r2, map`` whose map a following ``tail_call`` uses as it is (bound as ``M<pc>``, with
-    ``TM<pc>`` the tail-call function that takes it).
+    ``TM<pc>`` the tail-call function that takes it); ``roots`` the pcs dispatched by ``blk``.
     """
 
     source: str
@@ -72,127 +70,264 @@ class Generated:
     map_consts: tuple[int, ...]
     helper_ids: tuple[int, ...]
     tail_maps: tuple[int, ...] = ()
+    roots: tuple[int, ...] = ()
 
 
-_NAME = re.compile(r"\b([abcmv])\b")
+@dataclass(frozen=True)
+class Block:
+    """A basic block ``[start, end)``; ``term`` how it ends: ``jcc`` (to ``target``, else on
+    to ``end``), ``ja`` (to ``target``), ``exit``, ``fall`` (on to ``end``) or ``off`` (the
+    pseudo-block past the last instruction, which faults)."""
+
+    start: int
+    end: int
+    term: str
+    target: int | None
+    count: int  # instructions (lddw is one)
+
+    def successors(self) -> tuple[int, ...]:
+        if self.term == "jcc":
+            return (self.target,) if self.target == self.end else (self.target, self.end)
+        if self.term == "ja":
+            return (self.target,)
+        if self.term == "fall":
+            return (self.end,)
+        return ()
 
 
-def paste(template: str, **names: str) -> str:
-    """``template`` with its placeholders ``a``, ``b``, ``c``, ``m``, ``v`` replaced."""
-    return _NAME.sub(lambda mt: names.get(mt.group(1), mt.group(1)), template)
+def _width(spec) -> int:
+    return 2 if spec.wide else 1
 
 
-def _reg(n: int, bits: int = 64) -> str:
-    return f"r{n}" if bits == 64 else f"(r{n} & {sem.M32})"
-
-
-def _lit(v: int) -> str:
-    return str(v) if v < 4096 else hex(v)
-
-
-class _Emitter:
-    """Collects source lines with the pc each one belongs to."""
-
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.pcs: list[int] = []
-
-    def add(self, indent: int, line: str, pc: int = -1) -> None:
-        self.text.append("    " * indent + line)
-        self.pcs.append(pc)
-
-
-def _calls(spec) -> bool:
+def _is_call(spec) -> bool:
     return spec.kind in ("call", "local_call", "callx")
 
 
-def _ends_block(spec) -> bool:
-    return spec.kind in ("ja", "ja32", "jcc", "jcc32", "exit")
+def _can_fall_off(program: Program) -> bool:
+    last = max(pc for pc, s in enumerate(program.specs) if s is not None)
+    return program.specs[last].kind not in ("exit", "ja", "ja32")
 
 
-def analyse(program: Program) -> tuple[list[int], list[int]]:
-    """(pcs that start a basic block, pcs that start a step-accounting segment), sorted."""
+def analyse(program: Program) -> tuple[dict[int, Block], set[int], set[int]]:
+    """(blocks by start pc, entry pcs, pcs that start a step-accounting segment)."""
     insns, specs = program.insns, program.specs
     n = len(insns)
-    blocks = {0}
-    segments = {0}
+    leaders, entries, segments = {0}, {0}, {0}
     for pc, (insn, spec) in enumerate(zip(insns, specs)):
         if spec is None:
             continue
-        nxt = pc + (2 if spec.wide else 1)
+        nxt = pc + _width(spec)
         target = jump_target(pc, insn, spec)
-        if target is not None:
-            blocks.add(target)
-        if _ends_block(spec) and nxt < n:
-            blocks.add(nxt)
-        if _calls(spec) and nxt < n:
+        if spec.kind == "local_call":
+            entries.add(target)
+        elif target is not None:
+            leaders.add(target)
+        if spec.kind in ("ja", "ja32", "jcc", "jcc32", "exit") and nxt < n:
+            leaders.add(nxt)
+        if spec.kind in ("call", "local_call", "callx") and nxt < n:
             segments.add(nxt)
+    leaders |= entries
     if _can_fall_off(program):
-        blocks.add(n)  # a pseudo-block that faults like the interpreter's slot past the end
-    blocks = {b for b in blocks if b <= n}
-    segments = {s for s in segments if s <= n} | blocks
-    return sorted(blocks), sorted(segments)
+        leaders.add(n)
+    starts = sorted(leaders)
+    blocks: dict[int, Block] = {}
+    for start, end in zip(starts, starts[1:] + [n]):
+        if start == n:
+            blocks[n] = Block(n, n, "off", None, 1)
+            continue
+        pc, last, count = start, start, 0
+        while pc < end:
+            last, count = pc, count + 1
+            pc += _width(specs[pc])
+        kind = specs[last].kind
+        term = {"jcc": "jcc", "jcc32": "jcc", "ja": "ja", "ja32": "ja", "exit": "exit"}.get(
+            kind, "fall")
+        target = jump_target(last, insns[last], specs[last]) if term in ("jcc", "ja") else None
+        blocks[start] = Block(start, end, term, target, count)
+    return blocks, entries, segments | set(starts)
+
+
+class _Layout:
+    """Decides which blocks are roots and writes each root's code with its inlined blocks."""
+
+    def __init__(self, program: Program, fast_tail: bool) -> None:
+        self.program = program
+        self.blocks, self.entries, self.segments = analyse(program)
+        self.preds = self._predecessors()
+        self.roots = {b for b in self.preds if b in self.entries or not self._inlinable(b)}
+        self.fast_tail = fast_tail
+        self.tail_sites = _tail_map_sites(program, self.segments) if fast_tail else {}
+        self.map_consts: list[int] = []
+        self.helper_ids: set[int] = set()
+
+    def _predecessors(self) -> dict[int, int]:
+        """Edges into each block reachable from an entry (only those blocks are written)."""
+        preds = {e: 0 for e in self.entries}
+        todo = sorted(self.entries)
+        while todo:
+            for succ in self.blocks[todo.pop()].successors():
+                if succ not in preds:
+                    preds[succ] = 0
+                    todo.append(succ)
+                preds[succ] += 1
+        return preds
+
+    def _tiny_exit(self, start: int) -> bool:
+        b = self.blocks[start]
+        return b.term in ("exit", "off") and b.count <= TINY_EXIT
+
+    def _inlinable(self, start: int) -> bool:
+        return self.preds[start] == 1 or self._tiny_exit(start)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def write_roots(self) -> dict[int, list[tuple[int, str, int]]]:
+        """{root pc: its lines (indent, text, pc)}; roots forced by the depth limit included."""
+        out: dict[int, list] = {}
+        todo = sorted(self.roots)
+        while todo:
+            root = todo.pop(0)
+            lines: list = []
+            forced = self._block(lines, self.blocks[root], 0, set())
+            out[root] = lines
+            for pc in sorted(forced - self.roots):
+                self.roots.add(pc)
+                todo.append(pc)
+        return out
+
+    def _block(self, lines: list, b: Block, ind: int, narrow: set[int],
+               counted: bool = False) -> set[int]:
+        """Write block ``b`` at indent ``ind``; returns blocks that had to become roots.
+        ``counted``: the segment that falls or jumps into ``b`` already counted its first
+        segment (see :meth:`_chain`)."""
+        program, specs, insns = self.program, self.program.specs, self.program.insns
+        narrow = set(narrow)
+        forced: set[int] = set()
+        if b.term == "off":
+            if not counted:
+                _segment_head(lines, ind, b.start, 1)
+            lines.append((ind, "RAN_OFF()", b.start))
+            return forced
+        pc = b.start
+        while pc < b.end:
+            spec = specs[pc]
+            if pc in self.segments and not (counted and pc == b.start):
+                _segment_head(lines, ind, pc, self._chain(b, pc, ind))
+            if spec.kind in ("jcc", "jcc32"):
+                if b.target != b.end:  # a jump to the next pc needs no test
+                    lines.append((ind, f"if {condition(insns[pc], spec, narrow)}:", pc))
+                    forced |= self._edge(lines, b.target, ind + 1, narrow, pc)
+                break
+            if spec.kind in ("ja", "ja32"):
+                forced |= self._edge(lines, b.target, ind, narrow, pc, counted=True)
+                return forced
+            tail = None
+            if self.fast_tail and spec.kind == "call" and insns[pc].imm == TAIL_CALL:
+                site = self.tail_sites.get(pc)
+                tail = f"TM{site}(env, M{site}, r3)" if site is not None else "TAIL(env, r2, r3)"
+
+            def emit(line: str, extra: int = 0, pc: int = pc) -> None:
+                lines.append((ind + extra, line, pc))
+            try:
+                statement(emit, program, pc, insns[pc], spec, narrow, self.map_consts,
+                          self.helper_ids, tail)
+            except ValueError as exc:
+                raise EncodingError(str(exc), pc=pc) from None
+            narrowed(narrow, program, pc, insns[pc], spec)
+            if spec.kind == "exit":
+                return forced
+            pc += _width(spec)
+        if b.term in ("jcc", "fall"):
+            last = specs[self._last_pc(b)]
+            forced |= self._edge(lines, b.end, ind, narrow, b.end,
+                                 counted=b.term == "fall" and not _is_call(last))
+        return forced
+
+    def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int,
+              counted: bool = False) -> set[int]:
+        """Control goes to block ``to``: its code inline, or a dispatch to it as a root."""
+        if self._inlined(to, ind):
+            return self._block(lines, self.blocks[to], ind, narrow, counted)
+        lines.append((ind, f"blk = {to}", pc))
+        lines.append((ind, "continue", pc))
+        return set() if to in self.roots else {to}
+
+    def _inlined(self, to: int, ind: int) -> bool:
+        return to not in self.roots and ind < MAX_INLINE_DEPTH
+
+    def _last_pc(self, b: Block) -> int:
+        pc = b.start
+        while pc + _width(self.program.specs[pc]) < b.end:
+            pc += _width(self.program.specs[pc])
+        return pc
+
+    def _chain(self, b: Block, pc: int, ind: int) -> int:
+        """Instructions one segment head counts, from ``pc`` in block ``b``: up to a call, a
+        conditional jump or an exit, and on through unconditional transfers (a fall-through or
+        ``ja``) into blocks written inline at this indent — a straight path, which the budget's
+        slow path replays instruction by instruction, jumps included."""
+        specs = self.program.specs
+        count = 0
+        while True:
+            if b.term == "off":
+                return count + 1
+            while pc < b.end:
+                spec = specs[pc]
+                count += 1
+                pc += _width(spec)
+                if _is_call(spec) and pc < b.end:
+                    return count  # the callee's steps come next: a new segment after it
+            if b.term not in ("fall", "ja") or _is_call(specs[self._last_pc(b)]):
+                return count
+            nxt = b.end if b.term == "fall" else b.target
+            if not self._inlined(nxt, ind):
+                return count
+            b = self.blocks[nxt]
+            pc = b.start
 
 
 def generate(program: Program, *, fast_tail: bool) -> Generated:
     """The source of ``F`` for ``program`` (see the module docstring).
 
     ``fast_tail``: the helper table's ``tail_call`` is the standard one, so ``call 12`` becomes
-    ``TAIL(env, r2, r3)`` returning the callee (or None), and ``F`` returns it to the trampoline
-    with the live registers. Raises :class:`EncodingError` (pc attached by the caller) only for
-    an opcode kind this generator does not know.
+    ``TAIL(env, r2, r3)`` (or ``TM<pc>`` with the map known) returning the callee or None, and
+    ``F`` returns the callee to the trampoline with the live registers. Raises
+    :class:`EncodingError` (with the pc) only for an opcode kind this generator does not know.
     """
-    insns, specs = program.insns, program.specs
-    n = len(insns)
-    blocks, segments = analyse(program)
-    out = _Emitter()
-    out.add(0, f"def F({PARAMS}, {REGS}):")
-    if _uses_r10(program):
-        out.add(1, "r10 = TOPS[depth]")
-    else:  # only the budget's slow path wants it
-        out.add(1, "r10 = None")
-    tail_sites = _tail_map_sites(program, segments) if fast_tail else {}
-    if _direct_stack(program):  # the frame's stack exists from here on (else made on touch)
-        out.add(1, "stk, s8, s4, s2 = STACK(env, mem, depth)")
-    out.add(1, "while True:")
-    grouped = len(blocks) > GROUP_FROM
-    size = max(4, int(len(blocks) ** 0.5)) if grouped else len(blocks)
-    groups = [blocks[i:i + size] for i in range(0, len(blocks), size)]
-    map_consts: list[int] = []
-    helper_ids: set[int] = set()
-    seg_set = set(segments)
-    for gi, group in enumerate(groups):
-        base = 2
-        if grouped:
-            end = groups[gi + 1][0] if gi + 1 < len(groups) else n + 1
-            out.add(2, f"if blk < {end}:", group[0])
-            base = 3
-        for bi, start in enumerate(group):
-            stop = _next_block(blocks, start, n)
-            out.add(base, f"if blk <= {start}:", start)
-            ind = base + 1
-            if start == n:  # only reached by running past the last instruction
-                _segment_head(out, ind, n, 1)
-                out.add(ind, "RAN_OFF()", n)
-                continue
-            pc = start
-            while pc < stop:
-                if pc in seg_set:
-                    _segment_head(out, ind, pc, _steps(program, pc, seg_set, stop))
-                spec = specs[pc]
-                _emit_insn(out, ind, program, pc, start, insns[pc], spec, fast_tail,
-                           map_consts, helper_ids, tail_sites.get(pc))
-                pc += 2 if spec.wide else 1
-    text = "\n".join(out.text) + "\n"
-    return Generated(text, tuple(out.pcs), tuple(map_consts), tuple(sorted(helper_ids)),
-                     tuple(sorted(set(tail_sites.values()))))
+    layout = _Layout(program, fast_tail)
+    bodies = layout.write_roots()
+    roots = sorted(bodies)
+    head = [(0, f"def F({PARAMS}, {REGS}):", -1),
+            (1, "r10 = TOPS[depth]" if _uses_r10(program) else "r10 = None", -1)]
+    if _direct_stack(program):
+        head.append((1, "stk, s8, s4, s2 = STACK(env, mem, depth)", -1))
+    head.append((1, "while True:", -1))
+    lines = head
+    _tree(lines, roots, bodies, 2)
+    text = "\n".join("    " * ind + line for ind, line, _ in lines) + "\n"
+    return Generated(text, tuple(pc for _, _, pc in lines), tuple(layout.map_consts),
+                     tuple(sorted(layout.helper_ids)),
+                     tuple(sorted(set(layout.tail_sites.values()))), tuple(roots))
 
 
-def _next_block(blocks: list[int], start: int, n: int) -> int:
-    for b in blocks:
-        if b > start:
-            return b
-    return n
+def _tree(lines: list, roots: list[int], bodies: dict[int, list], ind: int) -> None:
+    """A balanced decision tree over ``roots`` on ``blk``; every body ends by leaving."""
+    if len(roots) <= 3:
+        for root in roots[:-1]:
+            lines.append((ind, f"if blk == {root}:", -1))
+            lines.extend((ind + 1 + i, text, pc) for i, text, pc in bodies[root])
+        lines.extend((ind + i, text, pc) for i, text, pc in bodies[roots[-1]])
+        return
+    mid = len(roots) // 2
+    lines.append((ind, f"if blk < {roots[mid]}:", -1))
+    _tree(lines, roots[:mid], bodies, ind + 1)
+    _tree(lines, roots[mid:], bodies, ind)
+
+
+def _segment_head(lines: list, ind: int, pc: int, count: int) -> None:
+    lines.append((ind, f"left -= {count}", pc))
+    lines.append((ind, f"if left < 0: BUDGET(env, mem, {pc}, left + {count}, {REGS}, depth)",
+                  pc))
 
 
 def _direct_stack(program: Program) -> bool:
@@ -200,10 +335,10 @@ def _direct_stack(program: Program) -> bool:
     for insn, spec in zip(program.insns, program.specs):
         if spec is None:
             continue
-        if spec.kind in ("ldx", "ldxs") and _stack_off(insn.src, insn.off, spec.size) is not None:
+        if spec.kind in ("ldx", "ldxs") and stack_offset(insn.src, insn.off, spec.size) is not None:
             return True
         if spec.kind in ("st", "stx", "atomic") and \
-                _stack_off(insn.dst, insn.off, spec.size) is not None:
+                stack_offset(insn.dst, insn.off, spec.size) is not None:
             return True
     return False
 
@@ -212,9 +347,9 @@ def _uses_r10(program: Program) -> bool:
     for insn, spec in zip(program.insns, program.specs):
         if spec is None or spec.kind == "lddw":
             continue
-        if ("dst" not in spec.zero and insn.dst == FP) or \
+        if ("dst" not in spec.zero and insn.dst == 10) or \
                 ("src" not in spec.zero and spec.kind not in ("call", "local_call")
-                 and insn.src == FP):
+                 and insn.src == 10):
             return True
     return False
 
@@ -232,16 +367,15 @@ def _writes(insn: Insn, spec) -> tuple[int, ...]:
     return ()
 
 
-def _tail_map_sites(program: Program, segments: list[int]) -> dict[int, int]:
+def _tail_map_sites(program: Program, segments: set[int]) -> dict[int, int]:
     """{pc of ``call tail_call``: pc of the ``lddw r2, map`` whose value r2 still holds}, for
     calls whose segment loads r2 that way and does not change it before the call."""
     sites: dict[int, int] = {}
-    starts = set(segments)
     source: int | None = None
     for pc, (insn, spec) in enumerate(zip(program.insns, program.specs)):
         if spec is None:
             continue
-        if pc in starts:
+        if pc in segments:
             source = None  # control may arrive here from elsewhere
         if spec.kind == "call" and insn.imm == TAIL_CALL and source is not None:
             sites[pc] = source
@@ -250,164 +384,3 @@ def _tail_map_sites(program: Program, segments: list[int]) -> dict[int, int]:
         elif 2 in _writes(insn, spec):
             source = None
     return sites
-
-
-def _can_fall_off(program: Program) -> bool:
-    last = max(pc for pc, s in enumerate(program.specs) if s is not None)
-    return program.specs[last].kind not in ("exit", "ja", "ja32")
-
-
-def _steps(program: Program, pc: int, seg_set: set[int], stop: int) -> int:
-    """Instructions (not slots) from ``pc`` to the next segment start or ``stop``."""
-    count = 0
-    while pc < stop:
-        count += 1
-        pc += 2 if program.specs[pc].wide else 1
-        if pc in seg_set:
-            break
-    return count
-
-
-def _segment_head(out: _Emitter, ind: int, pc: int, count: int) -> None:
-    out.add(ind, f"left -= {count}", pc)
-    out.add(ind, f"if left < 0: BUDGET(env, mem, {pc}, left + {count}, {REGS}, depth)", pc)
-
-
-def _jump(out: _Emitter, ind: int, pc: int, target: int, block_start: int) -> None:
-    out.add(ind, f"blk = {target}", pc)
-    if target <= block_start:  # backward (or to this block): back to the top of the chain
-        out.add(ind, "continue", pc)
-
-
-def _emit_insn(out: _Emitter, ind: int, program: Program, pc: int, block: int, insn: Insn,
-               spec, fast_tail: bool, map_consts: list[int], helper_ids: set[int],
-               tail_map: int | None) -> None:
-    kind, op = spec.kind, spec.op
-    dst, src, off = insn.dst, insn.src, insn.off
-    emit = lambda line, i=ind: out.add(i, line, pc)  # noqa: E731 - a short local alias
-    if kind in ("alu", "alu32", "neg"):
-        bits = sem.width(spec)
-        expr = sem.neg_expr(bits) if kind == "neg" else sem.alu_expr(op, bits)
-        b = _reg(src, bits) if spec.reg else _lit(sem.operand(insn.imm, bits))
-        emit(f"r{dst} = {paste(expr, a=_reg(dst, bits), b=b)}")
-    elif kind in ("jcc", "jcc32"):
-        bits = sem.width(spec)
-        b = _reg(src, bits) if spec.reg else _lit(sem.operand(insn.imm, bits))
-        emit(f"if {paste(sem.jcc_expr(op, bits), a=_reg(dst, bits), b=b)}:")
-        _jump(out, ind + 1, pc, jump_target(pc, insn, spec), block)
-    elif kind in ("ja", "ja32"):
-        target = jump_target(pc, insn, spec)
-        if target != pc + 1:
-            _jump(out, ind, pc, target, block)
-    elif kind == "lddw":
-        if insn.src == PSEUDO_IMM64:
-            emit(f"r{dst} = {_lit(lddw_value(insn, program.insns[pc + 1]))}")
-        else:
-            map_consts.append(pc)
-            emit(f"r{dst} = K{pc}")
-    elif kind == "movsx":
-        emit(f"r{dst} = {paste(sem.movsx_expr(spec.size, sem.width(spec)), b=f'r{src}')}")
-    elif kind in ("end", "bswap"):
-        emit(f"r{dst} = {paste(sem.end_expr('le' if op == 'le' else 'be', spec.size), a=f'r{dst}')}")
-    elif kind in ("ldx", "ldxs"):
-        _load(emit, ind, dst, src, off, spec.size, kind == "ldxs")
-    elif kind in ("st", "stx"):
-        value = (_lit(insn.imm & SIZE_MASK[spec.size]) if kind == "st"
-                 else f"r{src}" if spec.size == 8 else f"(r{src} & {_lit(SIZE_MASK[spec.size])})")
-        _store(emit, ind, dst, off, spec.size, value)
-    elif kind == "atomic":
-        _atomic(emit, ind, dst, src, off, spec.size, op)
-    elif kind == "call":
-        if insn.imm == TAIL_CALL and fast_tail:
-            # r2 still holds what `lddw r2, map` loaded: the map itself, checked when bound
-            emit(f"t = TM{tail_map}(env, M{tail_map}, r3)" if tail_map is not None
-                 else "t = TAIL(env, r2, r3)")
-            emit("if t is not None:")
-            emit(f"return t, left, {REGS}", ind + 1)
-        else:
-            helper_ids.add(insn.imm)
-            emit(f"v = H{insn.imm}(env, r1, r2, r3, r4, r5)")
-            emit(f"if v is not None: r0 = v & {hex(M64)}")
-    elif kind == "local_call":
-        target = jump_target(pc, insn, spec)
-        emit(f"t, left, {REGS_UPTO5} = CALL(F, env, mem, depth, left, {target}, {REGS})")
-    elif kind == "callx":
-        emit(f"v = CALLX(env, {dst}, r{dst}, r1, r2, r3, r4, r5)")
-        emit(f"if v is not None: r0 = v & {hex(M64)}")
-    elif kind == "exit":
-        emit(f"return None, left, {REGS_UPTO5}")
-    else:
-        raise EncodingError(f"no JIT support for '{spec.name}'", pc=pc)
-
-
-def _stack_off(base: int, off: int, size: int) -> int | None:
-    """Offset into the frame's stack buffer for ``r10 + off``, when fully inside it."""
-    if base != FP:
-        return None
-    o = STACK_SIZE + off
-    return o if 0 <= o and o + size <= STACK_SIZE else None
-
-
-# Word views of the stack are in the machine's byte order: usable only where it is BPF's.
-WORD_VIEWS = sys.byteorder == "little"
-
-
-def _stack_item(so: int, size: int) -> str | None:
-    """The stack as an array of ``size``-byte words (``stk`` itself for bytes): an aligned
-    access is one index, much cheaper than struct."""
-    if size == 1:
-        return f"stk[{so}]"
-    return f"s{size}[{so // size}]" if WORD_VIEWS and so % size == 0 else None
-
-
-def _load(emit, ind: int, dst: int, src: int, off: int, size: int, signed: bool) -> None:
-    conv = (lambda e: paste(sem.ldxs_expr(size), v=e)) if signed else (lambda e: e)
-    so = _stack_off(src, off, size)
-    if so is not None:
-        item = _stack_item(so, size) or f"U{size}(stk, {so})[0]"
-        emit(f"r{dst} = {conv(item)}")
-        return
-    addr = f"r{src} + {off}" if off else f"r{src}"
-    emit("g = mem.last")
-    emit(f"o = {addr} - g.base")
-    emit(f"if 0 <= o <= g.size - {size}:")
-    emit(f"r{dst} = {conv(f'U{size}(g.buf, o)[0]')}", ind + 1)
-    emit("else:")
-    emit(f"r{dst} = {conv(f'mem.load({addr}, {size})')}", ind + 1)
-
-
-def _store(emit, ind: int, dst: int, off: int, size: int, value: str) -> None:
-    so = _stack_off(dst, off, size)
-    if so is not None:
-        item = _stack_item(so, size)
-        emit(f"{item} = {value}" if item else f"P{size}(stk, {so}, {value})")
-        return
-    addr = f"r{dst} + {off}" if off else f"r{dst}"
-    emit("g = mem.last")
-    emit(f"o = {addr} - g.base")
-    emit(f"if 0 <= o <= g.size - {size} and g.writable:")
-    emit(f"P{size}(g.buf, o, {value})", ind + 1)
-    emit("else:")
-    emit(f"mem.store({addr}, {size}, {value})", ind + 1)
-
-
-def _atomic(emit, ind: int, dst: int, src: int, off: int, size: int, op: str) -> None:
-    expr, into = sem.atomic_expr(op, 8 * size)
-    mask = _lit(SIZE_MASK[size])
-    b = f"(r{src} & {mask})" if size == 4 else f"r{src}"
-    c = f"(r0 & {mask})" if size == 4 else "r0"
-    fetch = {None: "", "src": f"r{src} = ", "r0": "r0 = "}[into]
-    so = _stack_off(dst, off, size)
-    if so is not None:
-        # The frame's stack belongs to this run alone: no other thread can interleave.
-        item = _stack_item(so, size)
-        new = paste(expr, m="om", b=b, c=c)
-        emit(f"om = {item or f'U{size}(stk, {so})[0]'}")
-        emit(f"{item} = {new}" if item else f"P{size}(stk, {so}, {new})")
-        if fetch:
-            emit(f"{fetch}om")
-        return
-    addr = f"r{dst} + {off}" if off else f"r{dst}"
-    uses_c = "c" in _NAME.findall(expr)
-    params = f"m, b={b}" + (f", c={c}" if uses_c else "")
-    emit(f"{fetch}mem.atomic({addr}, {size}, lambda {params}: {expr})")
