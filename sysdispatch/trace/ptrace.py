@@ -344,24 +344,29 @@ def setsigmask(pid: int, mask: int) -> None:
     ptrace(PTRACE_SETSIGMASK, pid, ctypes.sizeof(value), ctypes.addressof(value))
 
 
-# The hot path calls python-ptrace's ctypes binding of libc's ptrace() directly: its Python
-# wrapper (errno reset, result conversion, message formatting) costs more than the system call.
-# A failed call (result -1) is made again through :func:`ptrace`, which raises the usual
-# PtraceError: failures are rare (a tracee killed under us), so the retry costs nothing.
-_FAILED = 0xFFFFFFFFFFFFFFFF     # -1 as the binding's c_ulong result
-_raw_ptrace = None if getattr(_binding, "HAS_CPTRACE", False) else _binding._ptrace
+# The hot path calls libc's ptrace() (through python-ptrace's handle on libc) with no ctypes
+# argument types: converting four arguments to c_ulong costs more than the system call, while
+# untyped small ints (a pid, a signal, a size) and a prepared c_void_p pass as they are. A failed
+# call (-1) is made again through :func:`ptrace`, which raises the usual PtraceError: failures
+# are rare (a tracee killed under us), so the retry costs nothing.
+_untyped_ptrace = None
+if not getattr(_binding, "HAS_CPTRACE", False):
+    from ptrace.ctypes_libc import libc as _libc  # noqa: E402
+    _untyped_ptrace = _libc["ptrace"]             # a fresh function object: no argtypes
+    _untyped_ptrace.restype = ctypes.c_long
 
 
 def fast_call(request: int):
-    """A function ``f(pid, addr, data)`` making ptrace(request, ...) with the least overhead
-    (it raises PtraceError like :func:`ptrace` on failure)."""
-    raw = _raw_ptrace
+    """A function ``f(pid, addr=0, data=0)`` making ptrace(request, ...) with the least
+    overhead; ``addr`` and ``data`` must be small ints (they pass as C ints). It raises
+    PtraceError like :func:`ptrace` on failure."""
+    raw = _untyped_ptrace
     if raw is None:
         return lambda pid, addr=0, data=0: ptrace(request, pid, addr, data)
 
     def call(pid: int, addr: int = 0, data: int = 0) -> int:
         result = raw(request, pid, addr, data)
-        if result == _FAILED:
+        if result == -1:
             return ptrace(request, pid, addr, data)
         return result
     return call
@@ -375,15 +380,19 @@ class StopInfo:
 
     LAYOUT = struct.Struct("<B3xIQQQ6QI4x")   # struct ptrace_syscall_info, as _RawSyscallInfo
 
-    __slots__ = ("_buf", "_addr", "_call")
+    __slots__ = ("_buf", "_addr", "_ptr", "_size", "_raw")
 
     def __init__(self) -> None:
         self._buf = bytearray(self.LAYOUT.size)
-        self._addr = ctypes.addressof((ctypes.c_char * len(self._buf)).from_buffer(self._buf))
-        self._call = fast_call(PTRACE_GET_SYSCALL_INFO)
+        self._size = len(self._buf)
+        self._addr = ctypes.addressof((ctypes.c_char * self._size).from_buffer(self._buf))
+        self._ptr = ctypes.c_void_p(self._addr)
+        self._raw = _untyped_ptrace
 
     def read(self, pid: int) -> tuple[int, ...]:
-        self._call(pid, len(self._buf), self._addr)
+        if self._raw is None or self._raw(PTRACE_GET_SYSCALL_INFO, pid, self._size,
+                                          self._ptr) == -1:
+            ptrace(PTRACE_GET_SYSCALL_INFO, pid, self._size, self._addr)
         return self.LAYOUT.unpack_from(self._buf)
 
 
