@@ -126,6 +126,20 @@ def test_deeply_nested_branches_stay_within_pythons_indentation_limit():
         assert a == b and b.r0 == (value if value < n else (1 << 64) - 1)
 
 
+def test_a_thousand_tests_in_a_row():
+    """A classic filter's shape: a long chain of 'if nr == K goto verdict' falling from one
+    test to the next, the verdicts shared. Written without recursion per block."""
+    n = 1000
+    insns = [make("ldxw", 1, 1, off=0)]
+    for i in range(n):  # even values -> verdict A, odd -> verdict B; both shared by all tests
+        insns.append(make("jeq", 1, imm=i, off=n - i + 1 + (i % 2) * 2, reg=False))
+    insns += [mov(0, -1), make("exit"), mov(0, 100), make("exit"), mov(0, 200), make("exit")]
+    p = Program.load(insns)
+    for value in (0, 1, 998, 999, 5000):
+        a, b = both(p, mem=value.to_bytes(4, "little"))
+        assert a == b and b.r0 == ((1 << 64) - 1 if value >= n else 100 + 100 * (value % 2))
+
+
 def test_a_loop_with_many_blocks():
     """A backward jump over 40 small blocks, many times: counts and r0 agree."""
     body = []

@@ -197,17 +197,34 @@ class _Layout:
 
     def _block(self, lines: list, b: Block, ind: int, narrow: set[int],
                counted: bool = False) -> set[int]:
-        """Write block ``b`` at indent ``ind``; returns blocks that had to become roots.
-        ``counted``: the segment that falls or jumps into ``b`` already counted its first
-        segment (see :meth:`_chain`)."""
-        program, specs, insns = self.program, self.program.specs, self.program.insns
+        """Write block ``b`` at indent ``ind``, and the blocks it falls or jumps into at the same
+        indent (a loop, not recursion: a filter can chain a thousand of them); a conditional
+        jump's target is written one level deeper, by recursion bounded by
+        :data:`MAX_INLINE_DEPTH`. Returns the blocks that had to become roots. ``counted``: the
+        segment that falls or jumps into ``b`` already counted its first segment (see
+        :meth:`_chain`)."""
         narrow = set(narrow)
         forced: set[int] = set()
+        while True:
+            nxt = self._body(lines, b, ind, narrow, counted, forced)
+            if nxt is None:
+                return forced
+            to, counted, pc = nxt
+            if not self._inlined(to, ind):
+                forced |= self._dispatch(lines, to, ind, pc)
+                return forced
+            b = self.blocks[to]
+
+    def _body(self, lines: list, b: Block, ind: int, narrow: set[int], counted: bool,
+              forced: set[int]) -> tuple[int, bool, int] | None:
+        """The code of block ``b`` itself; returns where control goes on at the same indent
+        (block, counted, pc of the transfer) or None when every path has left."""
+        program, specs, insns = self.program, self.program.specs, self.program.insns
         if b.term == "off":
             if not counted:
                 _segment_head(lines, ind, b.start, 1)
             lines.append((ind, "RAN_OFF()", b.start))
-            return forced
+            return None
         pc = b.start
         while pc < b.end:
             spec = specs[pc]
@@ -217,10 +234,9 @@ class _Layout:
                 if b.target != b.end:  # a jump to the next pc needs no test
                     lines.append((ind, f"if {condition(insns[pc], spec, narrow)}:", pc))
                     forced |= self._edge(lines, b.target, ind + 1, narrow, pc)
-                break
+                return b.end, False, b.end
             if spec.kind in ("ja", "ja32"):
-                forced |= self._edge(lines, b.target, ind, narrow, pc, counted=True)
-                return forced
+                return b.target, True, pc
             tail = None
             if self.fast_tail and spec.kind == "call" and insns[pc].imm == TAIL_CALL:
                 site = self.tail_sites.get(pc)
@@ -235,19 +251,17 @@ class _Layout:
                 raise EncodingError(str(exc), pc=pc) from None
             narrowed(narrow, program, pc, insns[pc], spec)
             if spec.kind == "exit":
-                return forced
+                return None
             pc += _width(spec)
-        if b.term in ("jcc", "fall"):
-            last = specs[self._last_pc(b)]
-            forced |= self._edge(lines, b.end, ind, narrow, b.end,
-                                 counted=b.term == "fall" and not _is_call(last))
-        return forced
+        return b.end, not _is_call(specs[self._last_pc(b)]), b.end  # falls on
 
-    def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int,
-              counted: bool = False) -> set[int]:
+    def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int) -> set[int]:
         """Control goes to block ``to``: its code inline, or a dispatch to it as a root."""
         if self._inlined(to, ind):
-            return self._block(lines, self.blocks[to], ind, narrow, counted)
+            return self._block(lines, self.blocks[to], ind, narrow)
+        return self._dispatch(lines, to, ind, pc)
+
+    def _dispatch(self, lines: list, to: int, ind: int, pc: int) -> set[int]:
         lines.append((ind, f"blk = {to}", pc))
         lines.append((ind, "continue", pc))
         return set() if to in self.roots else {to}
