@@ -48,6 +48,7 @@ Actions: ``allow``, ``log``, ``errno(EACCES)`` / ``errno(13)``, ``trap(N)``, ``t
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import tomllib
 from pathlib import Path as FsPath
@@ -74,6 +75,17 @@ _MAP_KEYS = ("type", "key_size", "value_size", "max_entries")
 _TABLE_KEYS = ("index", "entries", "default", "size", "description")
 _HANDLER_KEYS = ("description", "rules", "default", "asm", "maps", "elf", "section")
 _RULE_KEYS = ("when", "action", "description")
+
+
+def default_path() -> FsPath:
+    """Where the embedded default policy is: sysdispatch/data/default.toml, inside the package
+    (filters/default.toml is a symbolic link to it: one copy)."""
+    return FsPath(str(importlib.resources.files("sysdispatch") / "data" / "default.toml"))
+
+
+def load_default() -> Policy:
+    """The embedded default policy: allow everything, log the dangerous syscalls."""
+    return load(default_path())
 
 
 def load(path: str | FsPath) -> Policy:
