@@ -58,7 +58,7 @@ def test_default_is_shipped_in_the_package_once():
     assert link.is_symlink() and link.resolve() == Path(str(packaged)).resolve()
     assert packaged.read_text() == link.read_text()
     assert parse.default_path().resolve() == link.resolve()
-    assert parse.load_default() == parse.load(link)
+    assert parse.load_default() == parse.load(link.resolve())
 
 
 def test_default_allows_everything_and_logs_the_dangerous(loaded):
