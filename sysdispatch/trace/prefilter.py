@@ -92,9 +92,10 @@ def _asm_allows(loaded: LoadedPolicy, arch: str, nr: int) -> bool:
                for name in decision.path[::2])
 
 
-def plan(loaded: LoadedPolicy, arch: str) -> ArchPlan:
+def plan(loaded: LoadedPolicy, arch: str, *, asm: bool = True) -> ArchPlan:
     """Which syscalls of ``arch`` (one of the policy's) the policy allows whatever the
-    arguments, and which it must decide."""
+    arguments, and which it must decide. ``asm=False``: asm handlers are never static (only
+    the model is trusted, not the purity analysis)."""
     policy = loaded.policy
     table = policy.tables[policy.entry_table]
     slots = table.by_arch.get(arch, {})
@@ -107,9 +108,20 @@ def plan(loaded: LoadedPolicy, arch: str) -> ArchPlan:
         else:
             h = policy.handlers[name]
             static = (_rules_allow(policy, h, set()) if h.kind == "rules"
-                      else _asm_allows(loaded, arch, nr))
+                      else asm and _asm_allows(loaded, arch, nr))
         (out.allowed if static else out.dispatched).add(nr)
     return out
+
+
+def static_allowed(loaded: LoadedPolicy) -> frozenset[tuple[int, int]]:
+    """(seccomp_data.arch, nr) pairs of this host's arches that the policy's model allows
+    whatever the arguments — for the tracer's fast path (asm handlers left out)."""
+    out = set()
+    for name in HOST_ARCHES:
+        if name in loaded.policy.arches:
+            audit = _sa.by_name(name).audit
+            out.update((audit, nr) for nr in plan(loaded, name, asm=False).allowed)
+    return frozenset(out)
 
 
 def _named(arch: str, nrs: set[int]) -> dict[int, str] | None:

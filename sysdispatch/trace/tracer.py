@@ -68,6 +68,12 @@ _SECCOMP_STATUS = ((pt.PTRACE_EVENT_SECCOMP << 8) | signal.SIGTRAP) << 8 | 0x7F
 _SYSCALL_STATUS = pt.SYSCALL_STOP << 8 | 0x7F
 _INFO_EXIT, _INFO_NONE = pt.PTRACE_SYSCALL_INFO_EXIT, pt.PTRACE_SYSCALL_INFO_NONE
 
+
+def _generation(policy: LoadedPolicy) -> int | None:
+    """The policy's table generation, bumped by every live slot swap (LoadedPolicy keeps it
+    for its verdict cache; ``generation`` when it becomes public)."""
+    return getattr(policy, "generation", getattr(policy, "_generation", None))
+
 Sink = Callable[[Event], None]
 
 
@@ -133,6 +139,12 @@ class Tracer:
         self._syscall = pt.fast_call(pt.PTRACE_SYSCALL)
         self._go = self._cont                 # the resume of a plain ALLOW (attach: SYSCALL)
         self._quiet_allow = not self.sinks and not verbose   # ALLOW needs no event
+        # Syscalls the policy allows whatever their arguments (prefilter.static_allowed): with
+        # --all they still stop, but need no decision — while the policy's tables stay as they
+        # were (a live slot swap bumps its generation; without one, no shortcut).
+        self._static_generation = _generation(policy)
+        self._static = (_prefilter.static_allowed(policy)
+                        if self._static_generation is not None else frozenset())
         self._interrupted = False
         self._detaching = False
 
@@ -326,6 +338,10 @@ class Tracer:
         if nr >> 63:
             nr -= 1 << 64
         arch, ip, args = info[1], info[2], info[5:11]
+        if self._quiet_allow and (arch, nr) in self._static and not self._detaching \
+                and _generation(self.policy) == self._static_generation:
+            self._go(tid, 0, 0)       # allowed whatever the arguments: no need to ask
+            return
         decision = self.policy.decide(SeccompData(nr, arch, ip, args))
         ret = decision.ret
         if ret & _ACTION == _ALLOW and self._quiet_allow and not self._detaching:

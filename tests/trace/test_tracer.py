@@ -233,3 +233,20 @@ def _with_marker(marker: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def test_live_slot_swap_beats_the_static_shortcut(tmp_path):
+    """With --all, syscalls the policy allows whatever their arguments are let through without
+    asking the policy — until a live slot swap changes the tables (the policy's generation)."""
+    from sysdispatch.policy.loaded import LoadedPolicy
+    from sysdispatch.seccomp.data import AUDIT_ARCH_X86_64 as X86
+    from sysdispatch.trace.tracer import Tracer
+    import tempfile
+    loaded = LoadedPolicy.from_file(policy_file(tmp_path, {"mkdir": "errno(1)"}))
+    tracer = Tracer(loaded, dispatch_all=True)
+    assert (X86, GETPPID) in tracer._static
+    loaded.set_slot("syscalls", "getppid", "errno(1)")
+    with tempfile.TemporaryFile("w+") as out:
+        assert tracer.spawn([cprog("sigsys"), "default", str(GETPPID)], stdout=out.fileno()) == 0
+        out.seek(0)
+        assert out.read() == "ret=-1\nalive\n"
