@@ -140,6 +140,14 @@ def load_handler(path: Path, section: str, *, name: str, policy_maps: dict[str, 
     the handler names; ``tables``: the args tables; ``shared``: maps made from objects so far,
     by (object path, symbol)."""
     context = f"handler '{name}'"
+    try:
+        return _load(path, section, context, policy_maps, declared, listed, tables, shared)
+    except (struct.error, IndexError, ValueError, UnicodeError) as exc:
+        raise PolicyError(f"{path}: malformed ELF object ({exc})", context=context) from None
+
+
+def _load(path: Path, section: str, context: str, policy_maps, declared, listed, tables,
+          shared) -> tuple[list[isa.Insn], list[Map]]:
     obj = ElfObject(path, context)
     sec = obj.by_name.get(section)
     if sec is None:

@@ -127,3 +127,20 @@ def test_not_a_bpf_object(obj_dir, tmp_path):
                                          f'\nread = "h"\n[handlers.h]\nelf = "{obj}"\n')
         with pytest.raises(PolicyError, match=message):
             compile_policy(parse.load(tmp_path / "p.toml"))
+
+
+def test_damaged_objects_give_one_error(obj_dir, tmp_path):
+    """Truncated or corrupted objects: a PolicyError naming the handler, never a Python error."""
+    raw = (obj_dir / "h.o").read_bytes()
+    policy = POLICY.replace('elf = "h.o"', 'elf = "d.o"')
+    (tmp_path / "p.toml").write_text(policy)
+    import random
+    rng = random.Random(5)
+    cuts = [64, 100, len(raw) // 2, len(raw) - 8]
+    flips = [bytes(b ^ (0xFF if rng.random() < 0.02 else 0) for b in raw) for _ in range(15)]
+    for damaged in [raw[:n] for n in cuts] + flips:
+        (tmp_path / "d.o").write_bytes(damaged)
+        try:
+            compile_policy(parse.load(tmp_path / "p.toml"))
+        except PolicyError as exc:
+            assert "handler '" in str(exc) and "\n" not in str(exc)
