@@ -179,6 +179,12 @@ def test_record_summary_and_hook_from_the_command_line(tmp_path):
     assert "getppid" in res.stderr and "calls" in res.stderr     # the summary table
 
 
+def test_cpu_pins_tracer_and_command():
+    cpu = max(os.sched_getaffinity(0))
+    res = cli("--cpu", str(cpu), "--", "grep", "Cpus_allowed_list", "/proc/self/status")
+    assert res.returncode == 0 and res.stdout.split() == ["Cpus_allowed_list:", str(cpu)]
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "no command"),
     (["-p", "1", "--", "true"], "either -p PID or a command"),
@@ -187,6 +193,7 @@ def test_record_summary_and_hook_from_the_command_line(tmp_path):
     (["-p", "999999999"], "no such process"),
     (["--policy", "/nonexistent.toml", "--", "true"], "/nonexistent.toml"),
     (["--on-trace", "nocolon", "--", "true"], "expected MODULE:FUNC"),
+    (["--cpu", "100000", "--", "true"], "CPU 100000 is not available"),
     (["--on-trace", "no_such_module_x:f", "--", "true"], "cannot load"),
 ])
 def test_bad_input_is_one_line_and_status_2(argv, message):
