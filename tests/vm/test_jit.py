@@ -301,6 +301,21 @@ def test_the_budget_fails_at_the_interpreters_pc_with_its_side_effects():
         assert a == b
 
 
+def test_budget_edges_around_calls_and_unwinds():
+    """Budgets that end just before, at and after a bpf-to-bpf call and an unwinding helper:
+    the compiled code hands over to the interpreter's closures there, with the same counts."""
+    body = [mov(6, 1)] + [make("add", 6, imm=i, reg=False) for i in range(6)]
+    p = Program.load([*body, mov(1, 3), make("call_local", imm=5), make("add", 0, 6, reg=True),
+                      mov(1, 0), make("call", imm=5), mov(0, 99), make("exit"),
+                      *body, make("mov", 0, 6, reg=True), make("exit")],
+                     helpers=frozenset(CONFORMANCE_HELPERS))
+    full = engine.run(p, engine="interp", helpers=CONFORMANCE_HELPERS)
+    assert full.r0 == 0 and full.steps == 21  # the unwind ended it (9 + 9 in the callee + 3)
+    for budget in range(full.steps + 2):
+        a, b = both(p, helpers=CONFORMANCE_HELPERS, max_steps=budget)
+        assert a == b, budget
+
+
 def test_faults_name_pc_and_source_line():
     p = assemble("r0 = 0\nr2 = r1\nr0 = *(u32 *)(r2 + 60)\nexit\n", filename="f.s")
     for which in ENGINES:

@@ -23,11 +23,14 @@ Control flow is structured where the program allows it, and a state machine else
 Register facts travel into inlined blocks: a register known to hold less than 2**32 (after an
 ALU32 operation or a 32-bit load) is used by 32-bit operations without its mask.
 
-Step accounting is the interpreter's, exactly: ``left`` is the remaining instruction budget and
-each *segment* (a basic block, also cut after every call so a callee or a tail call sees the
-caller's steps as the interpreter counts them) subtracts its length on entry. When the budget
-does not cover the whole segment, ``BUDGET`` runs the part that fits on the interpreter's
-closures and raises the budget fault at the same pc the interpreter would.
+Step accounting is the interpreter's, exactly, at almost no cost: ``left`` is the remaining
+instruction budget. Every position in inlined code is reached by one path from its root, so the
+instructions executed on the way are a compile-time constant; ``left`` is only updated where
+control leaves (``return None, left - 7, ...``, ``left -= 3; blk = 40; continue``, before a
+call). Each root's code — and the code after a bpf-to-bpf call — starts with one test that its
+longest path fits in the budget; when it may not, ``SLOW`` runs the rest of the frame on the
+interpreter's closures one counted step at a time, so the budget runs out at the interpreter's pc
+after the interpreter's side effects.
 
 The source depends only on instruction fields (opcodes, registers, offsets, immediates, pcs) and
 on one engine choice (whether ``tail_call`` takes the fast path): names, maps and helper
@@ -44,9 +47,12 @@ from ...errors import EncodingError
 from .. import semantics as sem
 from ..isa import PSEUDO_MAP_FD, Insn
 from ..program import TAIL_CALL, Program, jump_target
-from .emit import REGS, condition, narrowed, stack_offset, statement
+from .emit import condition, narrowed, stack_offset, statement
 
 PARAMS = "env, mem, depth, left, blk"
+ARGS = "env, mem, depth, left"
+REGS = ", ".join(f"r{i}" for i in range(10))
+REGS_UPTO5 = ", ".join(f"r{i}" for i in range(6))
 # Inlined code nests one level per conditional jump; past this depth a block is dispatched
 # instead (Python allows 100 levels of indentation; the root tree adds about log2(roots)).
 MAX_INLINE_DEPTH = 48
@@ -109,10 +115,11 @@ def _can_fall_off(program: Program) -> bool:
 
 
 def analyse(program: Program) -> tuple[dict[int, Block], set[int], set[int]]:
-    """(blocks by start pc, entry pcs, pcs that start a step-accounting segment)."""
+    """(blocks by start pc, entry pcs, pcs control can reach other than from the instruction
+    before: block starts and the instructions after calls)."""
     insns, specs = program.insns, program.specs
     n = len(insns)
-    leaders, entries, segments = {0}, {0}, {0}
+    leaders, entries, after_calls = {0}, {0}, set()
     for pc, (insn, spec) in enumerate(zip(insns, specs)):
         if spec is None:
             continue
@@ -125,7 +132,7 @@ def analyse(program: Program) -> tuple[dict[int, Block], set[int], set[int]]:
         if spec.kind in ("ja", "ja32", "jcc", "jcc32", "exit") and nxt < n:
             leaders.add(nxt)
         if spec.kind in ("call", "local_call", "callx") and nxt < n:
-            segments.add(nxt)
+            after_calls.add(nxt)
     leaders |= entries
     if _can_fall_off(program):
         leaders.add(n)
@@ -144,21 +151,76 @@ def analyse(program: Program) -> tuple[dict[int, Block], set[int], set[int]]:
             kind, "fall")
         target = jump_target(last, insns[last], specs[last]) if term in ("jcc", "ja") else None
         blocks[start] = Block(start, end, term, target, count)
-    return blocks, entries, segments | set(starts)
+    return blocks, entries, after_calls | set(starts)
+
+
+class _Region:
+    """What one budget check covers: a root's code up to where control leaves it, or the code
+    after a bpf-to-bpf call. ``longest`` is its longest path in instructions."""
+
+    __slots__ = ("lines", "index", "ind", "pc", "longest")
+
+    def __init__(self, lines: list, ind: int, pc: int) -> None:
+        self.lines, self.index, self.ind, self.pc, self.longest = lines, len(lines), ind, pc, 0
+        lines.append(None)  # the check, written once the longest path is known
+
+    def close(self) -> None:
+        self.lines[self.index] = (
+            self.ind, f"if left < {self.longest}: return SLOW(F, {ARGS}, {self.pc}, {REGS})",
+            self.pc)
+
+
+class _Path:
+    """Counting along one path of inlined code: its region, the instructions since the region's
+    check (``steps``) and those not yet taken off ``left`` (``pending``). Copied at branches."""
+
+    __slots__ = ("region", "steps", "pending")
+
+    def __init__(self, region: _Region, steps: int = 0, pending: int = 0) -> None:
+        self.region, self.steps, self.pending = region, steps, pending
+
+    def copy(self) -> "_Path":
+        return _Path(self.region, self.steps, self.pending)
+
+    def step(self) -> None:
+        self.steps += 1
+        self.pending += 1
+
+    def leave(self) -> None:
+        """Control may leave the region here: its check must cover the path so far."""
+        self.region.longest = max(self.region.longest, self.steps)
+
+    def left(self) -> str:
+        return f"left - {self.pending}" if self.pending else "left"
+
+    def flush(self, emit) -> None:
+        """Take the instructions counted so far off ``left`` (before anything that reads it)."""
+        if self.pending:
+            emit(f"left -= {self.pending}")
+            self.pending = 0
 
 
 class _Layout:
-    """Decides which blocks are roots and writes each root's code with its inlined blocks."""
+    """Decides which blocks are roots and writes each root's code with its inlined blocks.
+
+    Along every path through inlined code the number of instructions executed is a constant of
+    the code position, so steps are counted at compile time (:class:`_Path`): ``left`` is
+    updated only where control leaves (exit, dispatch, calls, tail calls), and each region starts
+    with one check that its longest path fits in the budget. When it may not, ``SLOW`` runs the
+    rest of the frame on the interpreter's closures, step by step (compiler.slow_frame): the
+    budget runs out at the interpreter's pc, after the interpreter's side effects.
+    """
 
     def __init__(self, program: Program, fast_tail: bool) -> None:
         self.program = program
-        self.blocks, self.entries, self.segments = analyse(program)
+        self.blocks, self.entries, self.leaders = analyse(program)
         self.preds = self._predecessors()
         self.roots = {b for b in self.preds if b in self.entries or not self._inlinable(b)}
         self.fast_tail = fast_tail
-        self.tail_sites = _tail_map_sites(program, self.segments) if fast_tail else {}
+        self.tail_sites = _tail_map_sites(program, self.leaders) if fast_tail else {}
         self.map_consts: list[int] = []
         self.helper_ids: set[int] = set()
+        self.regions: list[_Region] = []
 
     def _predecessors(self) -> dict[int, int]:
         """Edges into each block reachable from an entry (only those blocks are written)."""
@@ -179,6 +241,9 @@ class _Layout:
     def _inlinable(self, start: int) -> bool:
         return self.preds[start] == 1 or self._tiny_exit(start)
 
+    def _inlined(self, to: int, ind: int) -> bool:
+        return to not in self.roots and ind < MAX_INLINE_DEPTH
+
     # --- writing -----------------------------------------------------------------------------
 
     def write_roots(self) -> dict[int, list[tuple[int, str, int]]]:
@@ -188,116 +253,118 @@ class _Layout:
         while todo:
             root = todo.pop(0)
             lines: list = []
-            forced = self._block(lines, self.blocks[root], 0, set())
+            path = _Path(self._region(lines, 0, root))
+            forced = self._block(lines, self.blocks[root], 0, set(), path)
             out[root] = lines
             for pc in sorted(forced - self.roots):
                 self.roots.add(pc)
                 todo.append(pc)
+        for region in self.regions:
+            region.close()
         return out
 
-    def _block(self, lines: list, b: Block, ind: int, narrow: set[int],
-               counted: bool = False) -> set[int]:
+    def _region(self, lines: list, ind: int, pc: int) -> _Region:
+        region = _Region(lines, ind, pc)
+        self.regions.append(region)
+        return region
+
+    def _block(self, lines: list, b: Block, ind: int, narrow: set[int], path: _Path) -> set[int]:
         """Write block ``b`` at indent ``ind``, and the blocks it falls or jumps into at the same
         indent (a loop, not recursion: a filter can chain a thousand of them); a conditional
         jump's target is written one level deeper, by recursion bounded by
-        :data:`MAX_INLINE_DEPTH`. Returns the blocks that had to become roots. ``counted``: the
-        segment that falls or jumps into ``b`` already counted its first segment (see
-        :meth:`_chain`)."""
+        :data:`MAX_INLINE_DEPTH`. Returns the blocks that had to become roots."""
         narrow = set(narrow)
         forced: set[int] = set()
         while True:
-            nxt = self._body(lines, b, ind, narrow, counted, forced)
+            nxt = self._body(lines, b, ind, narrow, forced, path)
             if nxt is None:
                 return forced
-            to, counted, pc = nxt
+            to, pc = nxt
             if not self._inlined(to, ind):
-                forced |= self._dispatch(lines, to, ind, pc)
+                forced |= self._dispatch(lines, to, ind, pc, path)
                 return forced
             b = self.blocks[to]
 
-    def _body(self, lines: list, b: Block, ind: int, narrow: set[int], counted: bool,
-              forced: set[int]) -> tuple[int, bool, int] | None:
+    def _body(self, lines: list, b: Block, ind: int, narrow: set[int], forced: set[int],
+              path: _Path) -> tuple[int, int] | None:
         """The code of block ``b`` itself; returns where control goes on at the same indent
-        (block, counted, pc of the transfer) or None when every path has left."""
+        (block, pc of the transfer), or None when every path has left."""
         program, specs, insns = self.program, self.program.specs, self.program.insns
         if b.term == "off":
-            if not counted:
-                _segment_head(lines, ind, b.start, 1)
+            path.step()
+            path.leave()
             lines.append((ind, "RAN_OFF()", b.start))
             return None
         pc = b.start
         while pc < b.end:
-            spec = specs[pc]
-            if pc in self.segments and not (counted and pc == b.start):
-                _segment_head(lines, ind, pc, self._chain(b, pc, ind))
-            if spec.kind in ("jcc", "jcc32"):
+            spec, insn = specs[pc], insns[pc]
+            kind = spec.kind
+            path.step()
+            if kind in ("jcc", "jcc32"):
                 if b.target != b.end:  # a jump to the next pc needs no test
-                    lines.append((ind, f"if {condition(insns[pc], spec, narrow)}:", pc))
-                    forced |= self._edge(lines, b.target, ind + 1, narrow, pc)
-                return b.end, False, b.end
-            if spec.kind in ("ja", "ja32"):
-                return b.target, True, pc
-            tail = None
-            if self.fast_tail and spec.kind == "call" and insns[pc].imm == TAIL_CALL:
-                site = self.tail_sites.get(pc)
-                tail = f"TM{site}(env, M{site}, r3)" if site is not None else "TAIL(env, r2, r3)"
-
-            def emit(line: str, extra: int = 0, pc: int = pc) -> None:
-                lines.append((ind + extra, line, pc))
-            try:
-                statement(emit, program, pc, insns[pc], spec, narrow, self.map_consts,
-                          self.helper_ids, tail)
-            except ValueError as exc:
-                raise EncodingError(str(exc), pc=pc) from None
-            narrowed(narrow, program, pc, insns[pc], spec)
-            if spec.kind == "exit":
+                    lines.append((ind, f"if {condition(insn, spec, narrow)}:", pc))
+                    forced |= self._edge(lines, b.target, ind + 1, narrow, pc, path.copy())
+                return b.end, b.end
+            if kind in ("ja", "ja32"):
+                return b.target, pc
+            emit = _emitter(lines, ind, pc)
+            if kind == "exit":
+                path.leave()
+                emit(f"return None, {path.left()}, {REGS_UPTO5}")
                 return None
+            if kind in ("call", "callx", "local_call"):
+                self._call(emit, lines, ind, pc, insn, spec, path)
+            else:
+                try:
+                    statement(emit, program, pc, insn, spec, narrow, self.map_consts)
+                except ValueError as exc:
+                    raise EncodingError(str(exc), pc=pc) from None
+            narrowed(narrow, program, pc, insn, spec)
             pc += _width(spec)
-        return b.end, not _is_call(specs[self._last_pc(b)]), b.end  # falls on
+        return b.end, b.end  # falls on
 
-    def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int) -> set[int]:
+    def _call(self, emit, lines: list, ind: int, pc: int, insn: Insn, spec, path: _Path) -> None:
+        path.flush(emit)  # a callee, an unwind or a tail call reads left
+        if spec.kind == "local_call":
+            path.leave()
+            emit(f"t, left, {REGS_UPTO5} = CALL(F, {ARGS}, {jump_target(pc, insn, spec)}, {REGS})")
+            path.region = self._region(lines, ind, pc + 1)  # the callee used an unknown budget
+            path.steps = 0
+        elif spec.kind == "callx":
+            emit(f"v = CALLX(env, {insn.dst}, r{insn.dst}, r1, r2, r3, r4, r5)")
+            emit(f"if v is not None: r0 = v & {hex(sem.M64)}")
+        elif insn.imm == TAIL_CALL and self.fast_tail:
+            path.leave()
+            site = self.tail_sites.get(pc)
+            emit(f"t = TM{site}(env, M{site}, r3)" if site is not None
+                 else "t = TAIL(env, r2, r3)")
+            emit("if t is not None:")
+            emit(f"return t, left, {REGS}", 1)
+        else:
+            self.helper_ids.add(insn.imm)
+            emit(f"v = H{insn.imm}(env, r1, r2, r3, r4, r5)")
+            emit(f"if v is not None: r0 = v & {hex(sem.M64)}")
+
+    def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int,
+              path: _Path) -> set[int]:
         """Control goes to block ``to``: its code inline, or a dispatch to it as a root."""
         if self._inlined(to, ind):
-            return self._block(lines, self.blocks[to], ind, narrow)
-        return self._dispatch(lines, to, ind, pc)
+            return self._block(lines, self.blocks[to], ind, narrow, path)
+        return self._dispatch(lines, to, ind, pc, path)
 
-    def _dispatch(self, lines: list, to: int, ind: int, pc: int) -> set[int]:
-        lines.append((ind, f"blk = {to}", pc))
-        lines.append((ind, "continue", pc))
+    def _dispatch(self, lines: list, to: int, ind: int, pc: int, path: _Path) -> set[int]:
+        path.leave()
+        emit = _emitter(lines, ind, pc)
+        path.flush(emit)
+        emit(f"blk = {to}")
+        emit("continue")
         return set() if to in self.roots else {to}
 
-    def _inlined(self, to: int, ind: int) -> bool:
-        return to not in self.roots and ind < MAX_INLINE_DEPTH
 
-    def _last_pc(self, b: Block) -> int:
-        pc = b.start
-        while pc + _width(self.program.specs[pc]) < b.end:
-            pc += _width(self.program.specs[pc])
-        return pc
-
-    def _chain(self, b: Block, pc: int, ind: int) -> int:
-        """Instructions one segment head counts, from ``pc`` in block ``b``: up to a call, a
-        conditional jump or an exit, and on through unconditional transfers (a fall-through or
-        ``ja``) into blocks written inline at this indent — a straight path, which the budget's
-        slow path replays instruction by instruction, jumps included."""
-        specs = self.program.specs
-        count = 0
-        while True:
-            if b.term == "off":
-                return count + 1
-            while pc < b.end:
-                spec = specs[pc]
-                count += 1
-                pc += _width(spec)
-                if _is_call(spec) and pc < b.end:
-                    return count  # the callee's steps come next: a new segment after it
-            if b.term not in ("fall", "ja") or _is_call(specs[self._last_pc(b)]):
-                return count
-            nxt = b.end if b.term == "fall" else b.target
-            if not self._inlined(nxt, ind):
-                return count
-            b = self.blocks[nxt]
-            pc = b.start
+def _emitter(lines: list, ind: int, pc: int):
+    def emit(line: str, extra: int = 0) -> None:
+        lines.append((ind + extra, line, pc))
+    return emit
 
 
 def generate(program: Program, *, fast_tail: bool) -> Generated:
@@ -338,12 +405,6 @@ def _tree(lines: list, roots: list[int], bodies: dict[int, list], ind: int) -> N
     _tree(lines, roots[mid:], bodies, ind)
 
 
-def _segment_head(lines: list, ind: int, pc: int, count: int) -> None:
-    lines.append((ind, f"left -= {count}", pc))
-    lines.append((ind, f"if left < 0: BUDGET(env, mem, {pc}, left + {count}, {REGS}, depth)",
-                  pc))
-
-
 def _direct_stack(program: Program) -> bool:
     """Whether some load, store or atomic addresses the stack as a constant offset from r10."""
     for insn, spec in zip(program.insns, program.specs):
@@ -381,15 +442,15 @@ def _writes(insn: Insn, spec) -> tuple[int, ...]:
     return ()
 
 
-def _tail_map_sites(program: Program, segments: set[int]) -> dict[int, int]:
+def _tail_map_sites(program: Program, joins: set[int]) -> dict[int, int]:
     """{pc of ``call tail_call``: pc of the ``lddw r2, map`` whose value r2 still holds}, for
-    calls whose segment loads r2 that way and does not change it before the call."""
+    calls after such a load, with no join and no write of r2 in between."""
     sites: dict[int, int] = {}
     source: int | None = None
     for pc, (insn, spec) in enumerate(zip(program.insns, program.specs)):
         if spec is None:
             continue
-        if pc in segments:
+        if pc in joins:
             source = None  # control may arrive here from elsewhere
         if spec.kind == "call" and insn.imm == TAIL_CALL and source is not None:
             sites[pc] = source

@@ -34,7 +34,8 @@ from typing import Any, Callable
 from ...errors import EncodingError, SysdispatchError, VmError
 from .. import helpers as _helpers
 from .. import semantics as sem
-from ..helpers import HELPERS, Helper, TailCall, tail_call_target
+from ..helpers import HELPERS, Helper, TailCall, Unwind, tail_call_target
+from ..interp import CALL as INTERP_CALL, EXIT as INTERP_EXIT, TAIL as INTERP_TAIL  # noqa: F401
 from ..interp import _check_regs, _lddw_value, compile_program as interp_compile
 from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64, STACK_SIZE
 from ..maps import ProgArray
@@ -154,19 +155,45 @@ def _tail_from_traceback(tail: TailCall) -> tuple:
     return (tail.program, loc["left"], *(loc[f"r{i}"] for i in range(10)))
 
 
-def _budget(pref: weakref.ref, env, mem, pc: int, remaining: int, *regs_depth: int) -> None:
-    """The budget does not cover the segment at ``pc``: run what fits, as the interpreter would
-    (on its closures, so the same faults), then fail at the first pc left over. ``regs_depth``
-    is r0..r9 and the call depth."""
+def slow_frame(pref: weakref.ref, fn: Callable, env, mem, depth: int, left: int, pc: int,
+               *regs: int) -> tuple:
+    """The rest of a frame, from ``pc``, on the interpreter's closures, one step at a time.
+
+    Compiled code comes here when the budget may run out before its next check: each step is
+    counted before it runs, exactly as the interpreter's loop counts, so the budget fault names
+    the interpreter's pc and comes after the same side effects. Returns what ``F`` would:
+    an exit or a tail-call tuple. A bpf-to-bpf call made from here runs compiled again.
+    """
     code = interp_compile(pref(), env.table)
-    r = [*regs_depth[:10], Memory.stack_top(regs_depth[10]), mem, env]
-    try:
-        for _ in range(remaining):
-            pc = code[pc](r)
-    except SysdispatchError as exc:
-        raise Fault(exc, pc) from None
-    raise Fault(VmError(f"instruction budget of {env.max_steps} steps used up "
-                        "(an endless loop?)"), pc)
+    r = [*regs, Memory.stack_top(depth), mem, env]
+    while True:
+        if left <= 0:
+            raise Fault(VmError(f"instruction budget of {env.max_steps} steps used up "
+                                "(an endless loop?)"), pc)
+        left -= 1
+        try:
+            npc = code[pc](r)
+        except TailCall as tail:  # a helper of a caller-given table
+            return (tail.program, left, *r[:10])
+        except Unwind as unwind:
+            unwind.jit_left = left  # what run() reports as steps
+            raise
+        except SysdispatchError as exc:
+            raise Fault(exc, pc) from None
+        if npc >= 0:
+            pc = npc
+        elif npc == INTERP_EXIT:
+            return (None, left, *r[:6])
+        elif npc == INTERP_TAIL:
+            return (env.next, left, *r[:10])
+        else:  # a bpf-to-bpf call
+            target, ret = env.call
+            if depth + 1 >= MAX_CALL_FRAMES:
+                raise Fault(VmError(f"call nested deeper than {MAX_CALL_FRAMES} frames"), pc)
+            out = local_call(fn, env, mem, depth, left, target, *r[:10])
+            left = out[1]
+            r[0:6] = out[2:8]
+            pc = ret
 
 
 def _callx(table: dict[int, Helper], env, dst: int, value: int,
@@ -305,7 +332,7 @@ def compiled_for(program: Program, table: dict) -> Compiled:
             ns[f"M{pc}"], ns[f"TM{pc}"] = m, _TAIL_INTO  # the map is known: no lookup by address
         else:
             ns[f"M{pc}"], ns[f"TM{pc}"] = consts[f"K{pc}"], tail_call_target
-    ns.update(PREF=ref, LINES=generated.lines, BUDGET=functools.partial(_budget, ref),
+    ns.update(PREF=ref, LINES=generated.lines, SLOW=functools.partial(slow_frame, ref),
               CALLX=functools.partial(_callx, table), TAIL=tail_call_target)
     exec(code, ns)  # noqa: S102 - source generated from instruction fields only
     c = Compiled(ns["F"], table, generated, ref)

@@ -22,11 +22,8 @@ from typing import Callable
 from .. import semantics as sem
 from ..isa import FP, PSEUDO_IMM64, STACK_SIZE, Insn, lddw_value
 from ..memory import SIZE_MASK
-from ..program import Program, jump_target
+from ..program import Program
 
-M64 = sem.M64
-REGS = ", ".join(f"r{i}" for i in range(10))
-REGS_UPTO5 = ", ".join(f"r{i}" for i in range(6))
 # Word views of the stack are in the machine's byte order: usable only where it is BPF's.
 WORD_VIEWS = sys.byteorder == "little"
 
@@ -57,12 +54,8 @@ def condition(insn: Insn, spec, narrow: set[int]) -> str:
 
 
 def statement(emit: Emit, program: Program, pc: int, insn: Insn, spec, narrow: set[int],
-              map_consts: list[int], helper_ids: set[int], tail: str | None) -> None:
-    """The code of a non-jump instruction (exit and calls included).
-
-    ``tail``: for ``call tail_call`` with the standard helper, the call expression that returns
-    the callee (or None); the caller returns it to the trampoline with the live registers.
-    """
+              map_consts: list[int]) -> None:
+    """The code of an instruction that does not transfer control (no jump, call or exit)."""
     kind, op = spec.kind, spec.op
     dst, src, off = insn.dst, insn.src, insn.off
     if kind in ("alu", "alu32", "neg"):
@@ -91,24 +84,7 @@ def statement(emit: Emit, program: Program, pc: int, insn: Insn, spec, narrow: s
         _store(emit, dst, off, size, value)
     elif kind == "atomic":
         _atomic(emit, dst, src, off, spec.size, op, narrow)
-    elif kind == "call":
-        if tail is not None:
-            emit(f"t = {tail}")
-            emit("if t is not None:")
-            emit(f"return t, left, {REGS}", 1)
-        else:
-            helper_ids.add(insn.imm)
-            emit(f"v = H{insn.imm}(env, r1, r2, r3, r4, r5)")
-            emit(f"if v is not None: r0 = v & {hex(M64)}")
-    elif kind == "local_call":
-        target = jump_target(pc, insn, spec)
-        emit(f"t, left, {REGS_UPTO5} = CALL(F, env, mem, depth, left, {target}, {REGS})")
-    elif kind == "callx":
-        emit(f"v = CALLX(env, {dst}, r{dst}, r1, r2, r3, r4, r5)")
-        emit(f"if v is not None: r0 = v & {hex(M64)}")
-    elif kind == "exit":
-        emit(f"return None, left, {REGS_UPTO5}")
-    else:  # jumps are the caller's; a kind this module does not know is a new OpSpec kind
+    else:  # control transfers are the caller's; anything else is a new OpSpec kind
         raise ValueError(f"no JIT code for '{spec.name}'")
 
 

@@ -45,8 +45,10 @@ _DEFAULT_HOST = Host(events=_Quiet())
 class RunEnv(Env):
     """A run's helper environment plus what the trampolines and the pool need."""
 
+    # call, next: where the interpreter's closures leave a local call's target and a tail
+    # call's callee (compiler.slow_frame runs them)
     __slots__ = ("entry", "chain", "table", "max_steps", "ctx_region", "ctx_type",
-                 "stack_views")
+                 "stack_views", "call", "next")
 
     def __init__(self, mem: Memory, host: Host) -> None:
         super().__init__(mem, host)
@@ -167,7 +169,9 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
         r0, left = out[2], out[1]
     except Unwind as unwind:
         r0 = unwind.value & M64
-        left = innermost_frame(unwind.__traceback__).tb_frame.f_locals["left"]
+        left = getattr(unwind, "jit_left", None)  # set when it came from the slow path
+        if left is None:
+            left = innermost_frame(unwind.__traceback__).tb_frame.f_locals["left"]
     except Fault as fault:
         raise _locate(fault.exc, fault.__traceback__, fault.pc, env) from None
     except SysdispatchError as exc:
