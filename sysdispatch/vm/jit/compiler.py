@@ -35,7 +35,7 @@ from ...errors import EncodingError, SysdispatchError, VmError
 from .. import helpers as _helpers
 from .. import semantics as sem
 from ..helpers import HELPERS, Helper, TailCall, Unwind, tail_call_target
-from ..interp import CALL as INTERP_CALL, EXIT as INTERP_EXIT, TAIL as INTERP_TAIL  # noqa: F401
+from ..interp import EXIT as INTERP_EXIT, TAIL as INTERP_TAIL
 from ..interp import _check_regs, _lddw_value, compile_program as interp_compile
 from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64, STACK_SIZE
 from ..maps import ProgArray
