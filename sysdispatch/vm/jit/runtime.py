@@ -3,7 +3,8 @@
 Per-run set-up is most of the cost of a short program, so the run's memory, helper environment
 and ctx region come from a pool and are reset in place (the caller's ctx bytes, no stack yet, an
 empty tail-call count) instead of being built anew; a context goes back to the pool only after a
-run that ended normally. Unusual arguments (a ctx record with
+run that ended normally. Its frames' stack regions and their word views stay with it
+(compiler.frame_stack). Unusual arguments (a ctx record with
 ``pack()``, wrong sizes, both ctx and mem) take the interpreter's own set-up path, which also
 raises its errors.
 
@@ -55,80 +56,15 @@ class RunEnv(Env):
         self.stack_views: list = [None] * MAX_CALL_FRAMES  # see compiler.frame_stack
         self.ctx_region = Region(CTX_BASE, b"", False, "mem")  # mapped per run
         self.ctx_type = None  # the program type ctx_region's name and mode are set for
+        self.chain = None     # the programs run, made by the first tail call
 
 
 _POOL: list[RunEnv] = []
 _POOL_MAX = 64
 
 
-def _fast_env(ptype, ctx: Any, mem: Any) -> tuple[RunEnv, int, int] | None:
-    """A pooled environment with the ctx or caller memory mapped as the interpreter's set-up
-    maps it, and r1, r2; None for input the fast path leaves to that set-up."""
-    size = ptype.ctx_size
-    if size:  # a fixed ctx (seccomp_data): r1 only
-        if mem is not None:
-            return None
-        data = bytes(size) if ctx is None else ctx
-    elif ctx is None:  # generic: caller memory in ctx or mem, r1 = address, r2 = length
-        data = mem
-    elif mem is None:
-        data = ctx
-    else:
-        return None
-    try:
-        env = _POOL.pop()
-    except IndexError:
-        env = RunEnv(Memory(), _DEFAULT_HOST)
-    memory = env.mem
-    if data is None:
-        memory.local = []
-        return env, 0, 0
-    cls = data.__class__
-    if cls is bytes:
-        if ptype.ctx_writable:
-            data = bytearray(data)
-    elif cls is bytearray:
-        if not ptype.ctx_writable:
-            data = bytes(data)
-    else:
-        _POOL.append(env)
-        return None
-    n = len(data)
-    if size and n != size:
-        _POOL.append(env)
-        return None
-    region = env.ctx_region
-    if env.ctx_type is not ptype:
-        region.writable = ptype.ctx_writable
-        region.name = f"{ptype} ctx" if size else "mem"
-        env.ctx_type = ptype
-    region.buf = data
-    region.size = n
-    region.end = CTX_BASE + n
-    memory.local = [region]
-    memory.last = region  # most programs touch their ctx first: start on the fast path
-    return env, CTX_BASE, 0 if size else n
-
-
-def _release(env: RunEnv) -> None:
-    """Back to the pool: no stack, no caller memory kept alive, nothing left half-mapped."""
-    memory = env.mem
-    memory.stacks[0] = None  # the region stays in env.stack_views for the next run
-    if memory.depth != 1:  # an unwind from inside a call left callee frames
-        memory.depth = 1
-        memory.stacks[:] = [None] * MAX_CALL_FRAMES
-    region = env.ctx_region
-    region.buf = b""
-    region.size = 0
-    region.end = CTX_BASE
-    memory.last = _NOWHERE
-    env.chain = None
-    if len(_POOL) < _POOL_MAX:
-        _POOL.append(env)
-
-
 def _slow_env(program: Program, ctx: Any, mem: Any) -> tuple[RunEnv, int, int]:
-    """The interpreter's set-up (and its errors) for input the fast path does not take."""
+    """The interpreter's set-up (and its errors) for input the pooled path does not take."""
     memory = Memory()
     r: list = [0] * NREGS
     _setup(program, ctx, mem, memory, r)
@@ -136,6 +72,7 @@ def _slow_env(program: Program, ctx: Any, mem: Any) -> tuple[RunEnv, int, int]:
 
 
 _tuple_new = tuple.__new__  # RunResult is a NamedTuple: skip its Python-level __new__
+_UNUSUAL = object()         # input the pooled set-up leaves to the interpreter's
 
 
 def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = None,
@@ -143,22 +80,65 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
         helpers: dict[int, Helper] | None = None) -> RunResult:
     """Run ``program`` (Program, verified program or :class:`JitProgram`) compiled.
 
-    Same arguments, result and errors as :func:`sysdispatch.vm.interp.run`.
+    Same arguments, result and errors as :func:`sysdispatch.vm.interp.run`. The set-up and the
+    release of the pooled run context are written out here: for a short program they are most
+    of the run, and two function calls fewer are a fifth of it.
     """
     table = HELPERS if helpers is None else helpers
     prog = program if program.__class__ is Program else unwrap(program)
-    got = _fast_env(prog.prog_type, ctx, mem)
-    pooled = got is not None
-    env, r1, r2 = got if pooled else _slow_env(prog, ctx, mem)
+    ptype = prog.prog_type
+    # --- the ctx or caller memory, as the interpreter's _setup maps it ---
+    size = ptype.ctx_size
+    if size:  # a fixed ctx (seccomp_data): r1 only
+        data = _UNUSUAL if mem is not None else bytes(size) if ctx is None else ctx
+    elif ctx is None:  # generic: caller memory in ctx or mem; r1 = address, r2 = length
+        data = mem
+    else:
+        data = ctx if mem is None else _UNUSUAL
+    cls = data.__class__
+    if cls is bytes or cls is bytearray:
+        if ptype.ctx_writable:
+            if cls is bytes:
+                data = bytearray(data)  # bytes are copied; a bytearray is used in place
+        elif cls is bytearray:
+            data = bytes(data)
+        n = len(data)
+        if size and n != size:
+            data = _UNUSUAL
+    elif data is not None:
+        data = _UNUSUAL
+    if data is _UNUSUAL:
+        env, r1, r2 = _slow_env(prog, ctx, mem)
+        memory = env.mem
+    else:
+        try:
+            env = _POOL.pop()
+        except IndexError:
+            env = RunEnv(Memory(), _DEFAULT_HOST)
+        memory = env.mem
+        if data is None:
+            memory.local = []
+            r1 = r2 = 0
+        else:
+            region = env.ctx_region
+            if env.ctx_type is not ptype:
+                region.writable = ptype.ctx_writable
+                region.name = f"{ptype} ctx" if size else "mem"
+                env.ctx_type = ptype
+            region.buf = data
+            region.size = n
+            region.end = CTX_BASE + n
+            memory.local = [region]
+            memory.last = region  # most programs touch their ctx first: on the fast path
+            r1, r2 = CTX_BASE, 0 if size else n
     env.host = _DEFAULT_HOST if host is None else host
     env.tail_calls = 0
     env.table = table
     env.max_steps = max_steps
     env.entry = prog
-    env.chain = None  # made by the first tail call
     c = prog.__dict__.get(ATTR)
     fn = c.fn if c is not None and c.table is table else compiled_for(prog, table).fn
-    memory = env.mem
+    # --- the run ---
     try:
         try:
             out = fn(env, memory, 0, max_steps, 0, 0, r1, r2, 0, 0, 0, 0, 0, 0, 0)
@@ -179,8 +159,19 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
     chain = env.chain
     result = _tuple_new(RunResult, (r0, max_steps - left,
                                     (prog,) if chain is None else tuple(chain), env.tail_calls))
-    if pooled:
-        _release(env)
+    # --- back to the pool: no stack, no caller memory kept alive, nothing half-mapped ---
+    if data is not _UNUSUAL and len(_POOL) < _POOL_MAX:
+        memory.stacks[0] = None  # its region stays in env.stack_views for the next run
+        if memory.depth != 1:  # an unwind from inside a call left callee frames
+            memory.depth = 1
+            memory.stacks[:] = [None] * MAX_CALL_FRAMES
+        if data is not None:
+            region.buf = b""
+            region.size = 0
+            region.end = CTX_BASE
+        memory.last = _NOWHERE
+        env.chain = None
+        _POOL.append(env)
     return result
 
 
