@@ -5,7 +5,9 @@ runs them on their own. Workloads:
 
 * the bpf_conformance programs (each run once per pass) — short programs, where per-run set-up
   weighs most;
-* long random programs (progen, 300-slot bodies) — the steady instruction rate;
+* long random programs (progen, 300-slot bodies, every v4 form) — the steady instruction rate,
+  bounded by the semantics' helper functions (signed division, byte swaps) both engines share;
+* a libseccomp-shaped filter: a chain of 400 ``nr == K`` tests with shared verdicts;
 * one *dispatch*: a seccomp-shaped ``syscall_entry`` (arch check, load nr, ``tail_call`` into a
   PROG_ARRAY indexed by nr, a default verdict when the slot is empty) and a small handler that
   checks an argument — through a 300-slot table, and through a 512-slot table holding 10 or
@@ -102,6 +104,25 @@ def dispatch_workload(handlers: int, slots: int = DISPATCH_SLOTS) -> Workload:
                     "one tail call per run")
 
 
+def filter_chain_workload(tests: int = 400, values: int = 450) -> Workload:
+    """A filter shaped like libseccomp's output for a large allow-list: check arch, load nr,
+    then a chain of ``if nr == K goto allow`` tests, the verdicts shared by every test. The
+    cases are nr values spread over ``values``: on average half the chain runs."""
+    rng = random.Random(tests)
+    allowed = sorted(rng.sample(range(values), tests))
+    insns = [make("ldxw", 0, 1, off=4),
+             make("jne32", 0, imm=ARCH_TAG - (1 << 32), off=len(allowed) + 5, reg=False),
+             make("ldxw", 0, 1, off=0)]
+    for i, nr in enumerate(allowed):  # to "allow": past the remaining tests and the default
+        insns.append(make("jeq32", 0, imm=nr, off=len(allowed) - i + 1, reg=False))
+    insns += [make("mov32", 0, imm=VERDICT_OTHER, reg=False), make("exit"),
+              make("mov32", 0, imm=VERDICT_DEFAULT, reg=False), make("exit"),
+              make("mov32", 0, imm=VERDICT_BAD_ARCH, reg=False), make("exit")]
+    program = Program.load(insns, prog_type=SECCOMP, name="filter")
+    cases = [(program, {"ctx": seccomp_ctx(nr, 0)}) for nr in range(0, values, 3)]
+    return Workload(f"filter, chain of {tests} tests", cases, "libseccomp-shaped")
+
+
 def long_programs_workload(count: int = 20, length: int = 300) -> Workload:
     """Random straight-line-and-branches programs: the steady instruction rate."""
     cases = [(Program.load(progen.random_program(random.Random(seed), length=length),
@@ -125,10 +146,20 @@ def conformance_workload(directory: Path) -> Workload | str:
     return Workload(f"conformance ({len(cases)} programs)", cases, "each run once per pass")
 
 
+# The JIT's own rows for ``sysdispatch bench vm`` (the conformance row is bench's), as
+# zero-argument builders: one dispatch through a 300-slot table, 10 vs 400 handlers in one
+# table (the balance must stay within +-20 %), a long filter, long random programs.
+BUILDERS: list[Callable[[], Workload]] = [
+    lambda: dispatch_workload(300, 300),
+    lambda: dispatch_workload(10),
+    lambda: dispatch_workload(400),
+    filter_chain_workload,
+    long_programs_workload,
+]
+
+
 def workloads() -> list[Workload]:
-    """The JIT's own rows for ``sysdispatch bench vm`` (the conformance row is bench's)."""
-    return [long_programs_workload(), dispatch_workload(300, 300), dispatch_workload(10),
-            dispatch_workload(400)]
+    return [build() for build in BUILDERS]
 
 
 # --- timing --------------------------------------------------------------------------------------
