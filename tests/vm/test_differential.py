@@ -163,7 +163,8 @@ def _narrowing_program(rng: random.Random) -> Program:
         for _ in range(rng.randint(1, 3)):
             insns += rng.choice(_CONSUMERS)(r, rng.randrange(10), rng)
     for r in range(1, 10):
-        insns += [make("mul", 0, imm=progen.FOLD_MULTIPLIER, reg=False), make("xor", 0, r, reg=True)]
+        insns += [make("mul", 0, imm=progen.FOLD_MULTIPLIER, reg=False),
+                  make("xor", 0, r, reg=True)]
     return Program.load([*insns, make("exit")])
 
 

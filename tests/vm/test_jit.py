@@ -45,7 +45,7 @@ def both(program, **kw):
     return out
 
 
-# --- generated source -----------------------------------------------------------------------------
+# --- generated source ----------------------------------------------------------------------------
 
 def test_names_never_reach_the_generated_source():
     insns = progen.random_program(random.Random(1), length=60)
@@ -154,7 +154,7 @@ def test_a_loop_with_many_blocks():
     assert b.r0 == sum(sum(range(40)) - i for i in range(25) if i < 40)
 
 
-# --- tail calls -------------------------------------------------------------------------------------
+# --- tail calls ----------------------------------------------------------------------------------
 
 def _link(slot: int, table: ProgArray, name: str) -> Program:
     return Program.load([make("add", 9, imm=1, reg=False), *lddw(2, 0, PSEUDO_MAP_FD),
@@ -214,8 +214,9 @@ def test_tail_calls_from_other_helper_paths_keep_the_registers():
                            make("exit")], name="callee")
     table.update(0, callee)
     custom = dict(HELPERS)
-    custom[TAIL_CALL] = Helper(TAIL_CALL, "tail_call", HELPERS[TAIL_CALL].args,
-                               HELPERS[TAIL_CALL].ret, lambda env, *r: HELPERS[TAIL_CALL].impl(env, *r))
+    standard = HELPERS[TAIL_CALL]
+    custom[TAIL_CALL] = Helper(TAIL_CALL, "tail_call", standard.args, standard.ret,
+                               lambda env, *r: standard.impl(env, *r))
     via_call = Program.load([mov(7, 3), mov(8, 40), *lddw(2, 0, PSEUDO_MAP_FD), mov(3, 0),
                              make("call", imm=TAIL_CALL), make("exit")], maps=[table])
     a, b = both(via_call, helpers=custom)
@@ -277,7 +278,7 @@ def test_calls_nest_until_the_frame_limit_with_the_interpreters_fault():
             assert b[0] == "VmError" and b[2] == 7 and "deeper than 8 frames" in b[1]
 
 
-# --- step budget and faults ---------------------------------------------------------------------
+# --- step budget and faults ----------------------------------------------------------------------
 
 LOOP = """\
 r0 = 0
@@ -344,8 +345,9 @@ def test_stack_accesses_outside_the_frame_fault_like_the_interpreter():
 
 def test_unaligned_and_byte_stack_accesses_agree():
     insns = [*lddw(1, 0x1122_3344_5566_7788), make("stxdw", FP, 1, off=-16),
-             make("stxw", FP, 1, off=-6), make("stxh", FP, 1, off=-3), make("stb", FP, off=-1, imm=-1),
-             make("ldxdw", 2, FP, off=-12), make("ldxw", 3, FP, off=-7), make("ldxh", 4, FP, off=-15),
+             make("stxw", FP, 1, off=-6), make("stxh", FP, 1, off=-3),
+             make("stb", FP, off=-1, imm=-1), make("ldxdw", 2, FP, off=-12),
+             make("ldxw", 3, FP, off=-7), make("ldxh", 4, FP, off=-15),
              make("ldxsb", 5, FP, off=-1), make("ldxsh", 6, FP, off=-9),
              make("lock_fetch_add32", FP, 1, off=-10, imm=1), make("lock_xchg", FP, 2, off=-16)]
     fold = [x for r in range(1, 7) for x in (make("mul", 0, imm=31, reg=False),
