@@ -260,7 +260,7 @@ def test_prog_array_holds_jit_programs_or_interpreted_ones_never_both():
     assert engine.run(entry, engine="jit").r0 == 2
 
 
-# --- bpf-to-bpf calls --------------------------------------------------------------------------------
+# --- bpf-to-bpf calls ----------------------------------------------------------------------------
 
 def test_calls_nest_until_the_frame_limit_with_the_interpreters_fault():
     # f(n): r1 -= 1; if r1 != 0 call f; r0 = r1 ... recursion depth given in r1
@@ -424,7 +424,7 @@ def test_unwind_and_callx_of_the_conformance_helper():
     assert type(a) is type(b)
 
 
-# --- per-run set-up --------------------------------------------------------------------------------
+# --- per-run set-up ------------------------------------------------------------------------------
 
 def test_caller_memory_is_used_in_place_and_events_reach_the_host():
     fmt = b"v=%d\0"
