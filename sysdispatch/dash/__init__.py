@@ -1,0 +1,1 @@
+"""The live dispatch dashboard (rich) and the policy explainer: model -> view, pulled by Live."""
