@@ -38,6 +38,13 @@ def tail_call_depth(path: tuple[str, ...]) -> int:
     return sum(1 for step in path if step.startswith("tail_call"))
 
 
+def verdict_text(ret: int) -> str:
+    """``ERRNO(EACCES)`` (the errno by name, as people read it), else ``actions.describe``."""
+    if actions.action_of(ret) == actions.ERRNO:
+        return f"ERRNO({actions.errno_name(ret & actions.DATA)})"
+    return actions.describe(ret)
+
+
 def args_text(ev: Event) -> str:
     """The decoded arguments when the tracer read any, else the raw words in hex."""
     if ev.decoded:
@@ -169,7 +176,7 @@ class DashModel:
                 per.append(0)
             per[-1] += 1
             if col in DENIALS:
-                self._denials.append(Denial(ev.time, ev.pid, ev.name, actions.describe(ev.verdict),
+                self._denials.append(Denial(ev.time, ev.pid, ev.name, verdict_text(ev.verdict),
                                             ev.handler, args_text(ev)))
 
     def close(self) -> None:
