@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import SysdispatchError
+from ..vm import jit, jit_bench
 from ..vm.interp import RunResult, run
 from ..vm.isa import FP, PSEUDO_MAP_FD, lddw, make
 from ..vm.maps import ProgArray
@@ -31,7 +32,7 @@ from ..vm.program import TAIL_CALL, Program
 
 # An engine: run(program, **kwargs) -> RunResult
 Engine = Callable[..., RunResult]
-ENGINES: dict[str, Engine] = {"interp": run}
+ENGINES: dict[str, Engine] = {"interp": run, "jit": jit.run}
 
 SHARED_CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / \
     "bpf_conformance" / "tests"
@@ -104,8 +105,18 @@ def tail_chain_workload(links: int = 40) -> Workload:
                     "34 programs per run")
 
 
+def _jit_bench_row(build: Callable[[], "jit_bench.Workload"]) -> Callable[[], Workload]:
+    def row() -> Workload:
+        w = build()
+        return Workload(w.name, w.cases, w.note)
+    return row
+
+
 # Workload builders, in table order: each returns a Workload or a reason it cannot run here.
-WORKLOADS: list[Callable[[], Workload | str]] = [conformance_workload, tail_chain_workload]
+# The JIT's rows: one dispatch (syscall_entry -> tail call -> handler) through a 300-slot
+# table and with 10 vs 400 handlers (which must cost the same), a filter, long programs.
+WORKLOADS: list[Callable[[], Workload | str]] = [
+    conformance_workload, tail_chain_workload, *map(_jit_bench_row, jit_bench.BUILDERS)]
 
 
 def measure(engine: Engine, workload: Workload, min_time: float) -> Measurement:
@@ -187,8 +198,12 @@ def cmd_bench_vm(args: argparse.Namespace) -> int:
             })
     header = (f"python {platform.python_version()}, {args.rounds} rounds x {args.min_time:g} s, "
               + (f"pinned to CPU {args.cpu}" if pinned else f"not pinned (CPUs {_affinity()})"))
+    notes = jit_bench.summary(rows)
     if args.json:
-        print(json.dumps({"setup": header, "rows": rows, "skipped": skipped}, indent=2))
+        print(json.dumps({"setup": header, "rows": rows, "skipped": skipped,
+                          "speedups": jit_bench.speedups(rows),
+                          "dispatch_balance": {e: jit_bench.dispatch_balance(rows, e)
+                                               for e in engines}}, indent=2))
         return 0
     print(header)
     for reason in skipped:
@@ -201,4 +216,6 @@ def cmd_bench_vm(args: argparse.Namespace) -> int:
               f"{r['us_per_run']:>9.2f} {r['insns_per_s_median'] / 1e6:>8.2f}  "
               f"{r['insns_per_s_min'] / 1e6:>6.2f}..{r['insns_per_s_max'] / 1e6:<6.2f} "
               f"{100 * r['spread']:>6.1f}%")
+    for line in notes:
+        print(line)
     return 0

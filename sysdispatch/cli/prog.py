@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ip=N,args=A,B,...")
     r.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="instruction budget (default 1000000)")
+    r.add_argument("--engine", choices=("interp", "jit"), default="interp",
+                   help="interp (default) or jit (compiled to Python; same results)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=cmd_run)
 
@@ -58,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "*.data files). One line per failure, then a summary.")
     t.add_argument("paths", nargs="+", metavar="PATH")
     t.add_argument("--engine", choices=_engines(), default="interp",
-                   help="which engine runs the programs")
+                   help="which engine runs the programs (both: each file on both engines, "
+                        "which must agree)")
     t.add_argument("-v", "--verbose", action="store_true", help="also list the tests that pass")
     t.set_defaults(func=cmd_test)
 
@@ -154,8 +157,9 @@ def parse_ctx(spec: str):
 # --- commands ------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..vm.engine import run
     from ..vm.helpers import Host, Printk
-    from ..vm.interp import DEFAULT_MAX_STEPS, run
+    from ..vm.interp import DEFAULT_MAX_STEPS
 
     ptype = PROG_TYPES[args.type]
     program = load_file(args.file, ptype)
@@ -171,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = Host()
     steps = DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps
     try:
-        result = run(program, ctx, mem=mem, host=host, max_steps=steps)
+        result = run(program, ctx, engine=args.engine, mem=mem, host=host, max_steps=steps)
     except SysdispatchError as exc:  # name the file for raw programs too
         raise exc.at(loc=Location(args.file)) from None
     action = None

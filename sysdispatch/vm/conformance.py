@@ -54,7 +54,30 @@ def _interp_engine(program: Program, mem: bytes | None) -> int:
                helpers=CONFORMANCE_HELPERS).r0
 
 
-ENGINES: dict[str, Engine] = {"interp": _interp_engine}
+def _jit_engine(program: Program, mem: bytes | None) -> int:
+    from . import jit
+    return jit.run(program, mem=None if mem is None else bytearray(mem),
+                   helpers=CONFORMANCE_HELPERS).r0
+
+
+def _both_engine(program: Program, mem: bytes | None) -> int:
+    """Both engines; they must agree on r0, or on the fault (its text and pc)."""
+    results: list = []
+    for engine in (_interp_engine, _jit_engine):
+        try:
+            results.append(engine(program, mem))
+        except SysdispatchError as exc:
+            results.append(exc)
+    seen = [(type(r).__name__, str(r), r.pc) if isinstance(r, SysdispatchError) else r
+            for r in results]
+    if seen[0] != seen[1]:
+        raise SysdispatchError(f"engines disagree: interp {seen[0]}, jit {seen[1]}")
+    if isinstance(results[1], SysdispatchError):
+        raise results[1]
+    return results[1]
+
+
+ENGINES: dict[str, Engine] = {"interp": _interp_engine, "jit": _jit_engine, "both": _both_engine}
 
 
 class TestFileError(SysdispatchError):

@@ -184,15 +184,21 @@ def _get_current_pid_tgid(env: Env, *_regs: int) -> int:
 
 def tail_call_target(env: Env, map_addr: int, index: int) -> Program | None:
     """Where ``bpf_tail_call(ctx, map, index)`` goes: the program to enter, or None to fall
-    through. Counts the call in ``env.tail_calls`` as the kernel does.
+    through. Counts the call in ``env.tail_calls`` as the kernel does."""
+    m = map_at(map_addr, "r2")
+    if not isinstance(m, ProgArray):
+        raise VmError(f"tail_call through {m.type_name} map '{m.name}', not a prog_array")
+    return tail_call_into(env, m, index)
+
+
+def tail_call_into(env: Env, m: ProgArray, index: int) -> Program | None:
+    """:func:`tail_call_target` once the map is known to be the prog_array ``m`` (an engine
+    that knows which map a call site uses skips the lookup by address).
 
     kernel/bpf/core.c, JMP_TAIL_CALL: the index is a u32; out of range -> fall through; count
     already at MAX_TAIL_CALL_CNT -> fall through; count += 1 (before the slot is read, so an empty
     slot uses up a call); empty slot -> fall through.
     """
-    m = map_at(map_addr, "r2")
-    if not isinstance(m, ProgArray):
-        raise VmError(f"tail_call through {m.type_name} map '{m.name}', not a prog_array")
     index &= 0xFFFF_FFFF
     slots = m.slots
     if index >= len(slots):

@@ -468,6 +468,8 @@ def run(program: Program, ctx: Any = None, *, host: Host | None = None, mem: Any
                 code, current, pc, r[6], r[7], r[8], r[9], r[10] = frames.pop()
             elif pc == TAIL:
                 current = env.next
+                if not isinstance(current, Program):  # a JIT-compiled or verified program
+                    current = current.program
                 code = compile_program(current, table)
                 chain.append(current)
                 pc = 0

@@ -282,20 +282,26 @@ class HashMap(Map):
 
 @dataclass(frozen=True, slots=True)
 class ProgOwner:
-    """What every program in one PROG_ARRAY must share (kernel: ``map->owner``).
-
-    Only the program type so far; an engine tag (interpreter or JIT) joins here, and
-    :func:`owner_of` is the one place that computes it from a program.
+    """What every program in one PROG_ARRAY must share (kernel: ``map->owner``): the program
+    type and the engine — ``"jit"`` for a :class:`~sysdispatch.vm.jit.JitProgram`, else
+    ``"interp"`` (the kernel's ``owner.jited``). :func:`owner_of` is the one place that computes
+    it from a program.
     """
 
     prog_type: str
+    engine: str = "interp"
 
     def __str__(self) -> str:
-        return f"type {self.prog_type}"
+        return f"type {self.prog_type}" + (" (jit)" if self.engine == "jit" else "")
 
 
-def owner_of(program: Program) -> ProgOwner:
-    return ProgOwner(program.prog_type.name)
+def _is_program(obj) -> bool:
+    """A Program, or a wrapper of one (a verified or JIT-compiled program: ``.program``)."""
+    return isinstance(obj, Program) or isinstance(getattr(obj, "program", None), Program)
+
+
+def owner_of(program) -> ProgOwner:
+    return ProgOwner(program.prog_type.name, getattr(program, "engine", "interp"))
 
 
 class ProgArray(Map):
@@ -323,7 +329,7 @@ class ProgArray(Map):
             return -errno.EINVAL
         if index >= self.max_entries:
             return -errno.E2BIG
-        if not isinstance(program, Program):
+        if not _is_program(program):
             return -errno.EINVAL
         owner = owner_of(program)
         with self._lock:
@@ -343,7 +349,7 @@ class ProgArray(Map):
             why = f"index {i} >= max_entries {self.max_entries}"
         elif flags != BPF_ANY:
             why = f"flags {flags}: a prog_array takes only BPF_ANY"
-        elif not isinstance(program, Program):
+        elif not _is_program(program):
             why = f"value must be a Program, got {type(program).__name__}"
         else:
             why = f"program '{program.name}' has {owner_of(program)}, the array holds {self.owner}"

@@ -24,7 +24,7 @@ from sysdispatch.vm.conformance import CONFORMANCE_HELPERS
 from sysdispatch.vm.helpers import HELPERS, Helper, Host, Printk
 from sysdispatch.vm.isa import (FP, MAX_CALL_FRAMES, MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn,
                                 lddw, make)
-from sysdispatch.vm.maps import ArrayMap, ProgArray, ProgOwner
+from sysdispatch.vm.maps import ArrayMap, ProgArray
 from sysdispatch.vm.program import SECCOMP, TAIL_CALL, TRACE_PRINTK, Program
 
 ENGINES = ("interp", "jit")
@@ -242,8 +242,6 @@ def test_tail_call_counting_matches_the_interpreter_for_empty_and_out_of_range_s
 def test_prog_array_holds_jit_programs_or_interpreted_ones_never_both():
     """The kernel's 'jited' compatibility rule (bpf_prog_map_compatible): once a PROG_ARRAY
     holds a JIT-compiled program, an interpreted one is refused (EINVAL), and the reverse."""
-    if "engine" not in getattr(ProgOwner, "__dataclass_fields__", {}):
-        pytest.xfail("needs the ProgOwner engine tag: patch 1 in /work/notes/jit-integration.md")
     p = Program.load([mov(0, 1), make("exit")])
     q = Program.load([mov(0, 2), make("exit")])
     jitted = ProgArray(2)
