@@ -13,6 +13,13 @@ One syscall: the disassembly with the executed instructions marked ``>``, each f
 and the combined verdict. ``--sweep``: every syscall number libseccomp knows on the arch, and for
 the arguments a filter reads, the values it compares them against (+-1); prints the verdicts and
 each classic filter's instruction coverage.
+
+A policy file (``.toml``, see filters/) given alone is emulated as a whole program table: one
+call prints its dispatch path (``syscall_entry -> tail_call syscalls[257] -> openat_rules ->
+return ERRNO(13)``) and tail-call count; arguments may also be constant names (``O_CREAT|O_EXCL``);
+``--arch`` defaults to the policy's first architecture. ``--sweep`` runs every syscall with the
+argument values the policy's rules and tables compare against. Stacked with other filters, a
+policy is one more filter.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ..errors import SysdispatchError
+from ..policy.emulate import PolicyEmulator  # importing it lets load_filter read .toml policies
 from ..seccomp import actions
 from ..seccomp import arch as _arch
 from ..seccomp.cfilter import arg_constants, field_name, ret_text
@@ -111,6 +119,8 @@ def _main(args: argparse.Namespace) -> int:
     files, rest = _split(args.items)
     stack = FilterStack([load_filter(f, arch=arch) for f in files])
     ip = _int64(args.ip, "--ip")
+    if len(stack) == 1 and isinstance(stack.filters[0], PolicyEmulator):
+        return _policy(stack.filters[0], rest, ip, args)
     if args.sweep:
         if rest:
             raise EmuError(f"--sweep takes no syscall ('{rest[0]}' is not a filter file)")
@@ -126,6 +136,42 @@ def _main(args: argparse.Namespace) -> int:
     sargs = tuple(_int64(a, f"argument {i}") for i, a in enumerate(rest[1:]))
     data = SeccompData(nr, arch.audit, ip, sargs)
     return _one(stack, arch, data, args)
+
+
+def _policy(f: PolicyEmulator, rest: list[str], ip: int, args) -> int:
+    """A policy alone: its own report of the dispatch path, or its own sweep."""
+    arch = f.arch(args.arch)  # None: the policy's first architecture
+    if args.sweep:
+        if rest:
+            raise EmuError(f"--sweep takes no syscall ('{rest[0]}' is not a filter file)")
+        rows = f.sweep(arch, ip=ip)
+        if args.json:
+            json.dump(f.sweep_json(rows), sys.stdout, indent=2)
+            print()
+        else:
+            print(f.format_sweep(rows), end="")
+        return 0
+    if not rest:
+        raise EmuError("no syscall given (or use --sweep)")
+    if len(rest) > 7:
+        raise EmuError(f"a syscall has at most 6 arguments, got {len(rest) - 1}")
+    data = f.data(rest[0], [_policy_arg(a, i) for i, a in enumerate(rest[1:])], arch=arch, ip=ip)
+    decision = f.decide(data)
+    if args.json:
+        json.dump(f.to_json(data, decision), sys.stdout, indent=2)
+        print()
+    else:
+        print(f.report(data, decision), end="")
+    return 0
+
+
+def _policy_arg(text: str, i: int) -> int | str:
+    """A number (checked like any emu argument), else left to the policy's constant names."""
+    try:
+        int(text, 0)
+    except ValueError:
+        return text
+    return _int64(text, f"argument {i}")
 
 
 def _check_converted(stack: FilterStack, data: SeccompData, runs) -> None:

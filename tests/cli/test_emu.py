@@ -13,7 +13,7 @@ from sysdispatch.cli import main
 from sysdispatch.seccomp import arch, cfilter, oracle
 from sysdispatch.vm import cbpf
 
-from conftest import need_root
+from conftest import REPO, need_root
 
 TEXT = """\
 .arch x86_64
@@ -172,5 +172,105 @@ BAD = [
 @pytest.mark.parametrize("argv,message", BAD, ids=[m[:25] for _, m in BAD])
 def test_bad_command_lines(filt, capsys, argv, message):
     rc, out, err = emu(capsys, *[a.format(f=filt) for a in argv])
+    assert rc == 2 and out == ""
+    assert err.startswith("sysdispatch: ") and message in err and err.count("\n") == 1, err
+
+
+# --- a policy file alone: the dispatch path through the program table --------------------------
+
+DEMO = REPO / "filters" / "dispatch-demo.toml"
+
+
+def demo_kernel(nr: int, args) -> oracle.Outcome:
+    """What the kernel does with the demo policy exported through libseccomp."""
+    from sysdispatch.policy import kernel
+    from sysdispatch.policy.parse import load
+    return oracle.kernel_outcome([kernel.export_bpf(load(DEMO))], nr, args)
+
+
+def test_policy_call_shows_the_dispatch_path(capsys):
+    rc, out, _ = emu(capsys, DEMO, "openat", 0, 0, "0x40")   # O_CREAT in args[2]
+    assert rc == 0
+    assert out.splitlines() == [
+        "openat(0, 0, 0x40, 0, 0, 0)",
+        "  syscall_entry -> tail_call syscalls[257] -> openat_rules -> return ERRNO(13)",
+        "  tail calls: 1",
+        "  verdict: ERRNO(13)"]
+    # the same call without O_CREAT passes the rule; constant names work as arguments
+    rc, out, _ = emu(capsys, DEMO, "openat", 0, 0, "O_RDONLY")
+    assert "openat_rules -> return ALLOW" in out and "verdict: ALLOW" in out
+    rc, out, _ = emu(capsys, DEMO, "openat", -100, 0, "O_DIRECTORY|O_CLOEXEC")
+    assert "verdict: LOG" in out
+    # a syscall with no slot falls through the table to the default
+    rc, out, _ = emu(capsys, DEMO, "getpid")
+    assert out.splitlines()[1:] == ["  syscall_entry -> return ALLOW", "  tail calls: 0",
+                                    "  verdict: ALLOW"]
+
+
+@pytest.mark.parametrize("family,path,tail_calls,verdict", [
+    (2, "tail_call families[2] -> allow -> return ALLOW", 2, "ALLOW"),        # AF_INET
+    (10, "tail_call families[10] -> log -> return LOG", 2, "LOG"),            # AF_INET6
+    (99, "socket_by_family -> return ERRNO(97)", 1, "ERRNO(97)"),             # empty: default
+])
+def test_policy_nested_table(capsys, family, path, tail_calls, verdict):
+    rc, out, _ = emu(capsys, DEMO, "socket", family, 1, 0)
+    lines = out.splitlines()
+    assert lines[1].startswith("  syscall_entry -> tail_call syscalls[41] -> socket_by_family")
+    assert lines[1].endswith(path)
+    assert lines[2:] == [f"  tail calls: {tail_calls}", f"  verdict: {verdict}"]
+
+
+def test_policy_json_agrees_with_the_kernel(capsys):
+    need_root()
+    rc, out, _ = emu(capsys, DEMO, "--json", "openat", 0, 0, "O_CREAT")
+    doc = json.loads(out)
+    assert doc["path"] == ["syscall_entry", "tail_call syscalls[257]", "openat_rules"]
+    assert (doc["nr"], doc["args"][2], doc["tail_calls"]) == (257, 0x40, 1)
+    assert (doc["handler"], doc["verdict"]) == ("openat_rules", "ERRNO(13)")
+    assert demo_kernel(doc["nr"], doc["args"]) == oracle.predict([doc["ret"]])
+    doc = json.loads(emu(capsys, DEMO, "socket", 2, 1, 0, "--json")[1])
+    assert doc["tail_calls"] == 2 and doc["verdict"] == "ALLOW"
+    assert demo_kernel(doc["nr"], doc["args"]) == oracle.Outcome("allow")
+
+
+def test_policy_sweep(capsys):
+    rc, out, _ = emu(capsys, DEMO, "--sweep")
+    assert rc == 0
+    lines = out.splitlines()
+    # openat decides by its arguments: one line per verdict, with arguments that give it
+    openat = [ln for ln in lines if ln.split()[1:2] == ["openat"]]
+    assert {ln.split()[2] for ln in openat} == {"ALLOW", "ERRNO(13)", "LOG"}
+    assert "handlers reached: 5/5" in lines
+    rows = json.loads(emu(capsys, DEMO, "--sweep", "--json")[1])
+    assert lines[-1].startswith(f"{len(rows)} calls: ")
+    socket = {r["verdict"] for r in rows if r["syscall"] == "socket"}
+    assert socket == {"ALLOW", "LOG", "ERRNO(97)"}
+    # another architecture than the policy's: every call is bad_arch
+    rc, out, _ = emu(capsys, DEMO, "--sweep", "--arch", "i386")
+    last = out.splitlines()[-1].split()
+    assert last[1:3] == ["calls:", "KILL_PROCESS"] and last[0] == last[3]
+
+
+def test_policy_stacked_with_a_filter_is_one_more_filter(filt, capsys):
+    rc, out, _ = emu(capsys, filt, DEMO, "openat", 0, 0, 4)
+    assert f"# filter 1: {DEMO} (" in out and "policy)" in out
+    assert "verdict: ALLOW (from filter 1)" in out   # the newer filter wins a tie
+    rc, out, _ = emu(capsys, filt, DEMO, "kill", 1, 9)
+    assert "verdict: ERRNO(1) (from filter 1)" in out
+
+
+POLICY_BAD = [
+    (["openat", 0, 0, "O_NOPE"], "unknown constant 'O_NOPE'"),
+    (["nosuchcall"], "unknown syscall 'nosuchcall' on x86_64"),
+    (["openat", "0x10000000000000000"], "argument 0 0x10000000000000000 does not fit"),
+    (["read", 1, 2, 3, 4, 5, 6, 7], "at most 6 arguments, got 7"),
+    (["--sweep", "read"], "--sweep takes no syscall"),
+    ([], "no syscall given"),
+]
+
+
+@pytest.mark.parametrize("argv,message", POLICY_BAD, ids=[m[:25] for _, m in POLICY_BAD])
+def test_policy_bad_command_lines(capsys, argv, message):
+    rc, out, err = emu(capsys, DEMO, *argv)
     assert rc == 2 and out == ""
     assert err.startswith("sysdispatch: ") and message in err and err.count("\n") == 1, err
