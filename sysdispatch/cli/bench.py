@@ -1,4 +1,5 @@
-"""``sysdispatch bench vm``: how fast the engines run programs, measured side by side.
+"""``sysdispatch bench vm``: how fast the engines run programs, measured side by side; the
+``bench`` command, where ``bench policy`` and ``bench trace`` (from their layers) register too.
 
 Each *workload* is a list of (program, run arguments); each *engine* runs a program and returns
 a :class:`~sysdispatch.vm.interp.RunResult` (whose ``steps`` count the instructions executed).
@@ -148,6 +149,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     vm.add_argument("--cpu", type=int, metavar="N", help="pin this process to CPU N first")
     vm.add_argument("--json", action="store_true", help="print the results as JSON")
     vm.set_defaults(func=cmd_bench_vm)
+    # the other layers' benchmarks register their own sub-commands (cli may import every layer)
+    from ..trace.bench import register as register_trace_bench
+    register_trace_bench(what)
+    from ..policy.bench import register as register_policy_bench
+    register_policy_bench(what)
 
 
 def _affinity() -> str:
