@@ -3,7 +3,11 @@
 ``check`` reads the policy, compiles every handler and the entry program, verifies them all,
 fills the jump tables, and prints the program table: for each jump table its slots, and for each
 slot the key, the handler, its rule count and its instruction count. Any mistake is one line
-``file:line:col: what`` and exit status 2.
+``file:line:col: what`` and exit status 2. With ``--against-kernel`` it instead exports the
+policy through libseccomp and runs ``--cases`` invocations both on the emulator and in the
+kernel (a forked child, see sysdispatch.policy.against_kernel): exit 0 when every verdict agrees,
+1 when one differs (each difference is printed), 2 when the kernel cannot run the policy (e.g. an
+eBPF handler libseccomp cannot express).
 
 ``disasm`` prints the generated programs in LLVM syntax with their labels: ``syscall_entry``
 first, then every handler (or only ``--handler NAME``).
@@ -25,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="verify a policy and print its program table",
                        description=__doc__.split("\n\n")[1])
     p.add_argument("policy", metavar="POLICY", help="a policy file (filters/*.toml)")
+    p.add_argument("--against-kernel", action="store_true",
+                   help="compare the emulator's verdicts with the kernel running the policy")
+    p.add_argument("--cases", type=_positive, default=None, metavar="N",
+                   help=f"invocations for --against-kernel (default {DEFAULT_CASES})")
     p.set_defaults(func=_check)
     d = sub.add_parser("disasm", help="disassemble the programs a policy compiles to",
                        description=__doc__.split("\n\n")[2])
@@ -33,10 +41,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_disasm)
 
 
+DEFAULT_CASES = 200
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not a positive number")
+    return n
+
+
 def _check(args: argparse.Namespace) -> int:
+    if args.against_kernel:
+        return _against_kernel(args.policy, args.cases or DEFAULT_CASES)
+    if args.cases is not None:
+        raise PolicyError("--cases counts the invocations of --against-kernel: give both")
     lp = LoadedPolicy.from_file(args.policy, cache=False)
     print(check_report(lp), end="")
     return 0
+
+
+def _against_kernel(path: str, cases: int) -> int:
+    from ..policy.against_kernel import against_kernel  # forks and traces: load only when asked
+    from ..policy.parse import load
+    report = against_kernel(load(path), cases=cases, seed=0)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def check_report(lp: LoadedPolicy) -> str:

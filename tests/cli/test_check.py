@@ -10,7 +10,7 @@ import pytest
 
 from sysdispatch.vm.asm import assemble
 from sysdispatch.vm.program import SECCOMP
-from tests.conftest import REPO
+from tests.conftest import REPO, need_root
 
 FILTERS = REPO / "filters"
 
@@ -76,3 +76,47 @@ def test_disasm_all_and_one_handler():
     assert len(prog) == 18
     bad = cli("disasm", "filters/dispatch-demo.toml", "--handler", "nosuch")
     assert bad.returncode == 2 and "no handler 'nosuch'" in bad.stderr
+
+
+# --- check --against-kernel: the emulator's verdicts against the kernel running the export ------
+
+def test_check_against_kernel_agrees_on_container():
+    need_root()  # the oracle traces a child it forks
+    r = cli("check", "filters/container.toml", "--against-kernel", "--cases", "40")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "container: 40 invocations against the kernel (x86_64), 0 divergences\n"
+
+
+def test_check_against_kernel_mock_broken_emulator_exits_1(capsys, monkeypatch):
+    """The kernel is real; the emulator is replaced by one that allows everything, so the
+    kernel's KILL/ERRNO verdicts must show as divergences and the exit status must be 1."""
+    need_root()
+    from sysdispatch.cli import main
+    from sysdispatch.policy import against_kernel as ak
+    from sysdispatch.seccomp import actions
+    monkeypatch.setattr(ak, "emulator_decide",
+                        lambda policy, engine="interp": lambda data: actions.ALLOW)
+    rc = main(["check", str(FILTERS / "dispatch-demo.toml"), "--against-kernel",
+               "--cases", "12"])
+    out = capsys.readouterr().out
+    head, *diffs = out.splitlines()
+    assert rc == 1 and diffs and head.endswith(f", {len(diffs)} divergences")
+    assert all("emulator ALLOW (observable as ALLOW), kernel " in d for d in diffs)
+
+
+def test_check_against_kernel_refuses_what_libseccomp_cannot_express():
+    r = cli("check", "filters/fault-inject.toml", "--against-kernel")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "handler 'third_open_fails'" in r.stderr, r.stderr
+    assert r.stderr.startswith("sysdispatch: filters/fault-inject.toml:")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cases", "3"], "--cases counts the invocations of --against-kernel"),
+    (["--against-kernel", "--cases", "0"], "0 is not a positive number"),
+    (["--against-kernel", "--cases", "x"], "'x' is not a number"),
+])
+def test_check_cases_misuse(args, message):
+    r = cli("check", "filters/container.toml", *args)
+    assert r.returncode == 2 and r.stdout == "" and message in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
