@@ -17,7 +17,7 @@ from ..errors import SysdispatchError
 
 # Command-group modules, in the order `sysdispatch --help` lists them.
 COMMANDS = ("demo", "prog", "bench", "filter", "emu", "check", "policy_io", "verify", "replay",
-            "trace", "explain")
+            "trace", "explain", "generate")
 
 EXIT_USAGE = 2
 
