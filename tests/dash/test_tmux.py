@@ -1,5 +1,7 @@
 """The real dashboard in a real terminal: ``sysdispatch trace --dashboard`` runs a C program that
-makes exactly 7 getppid calls inside tmux; the captured pane shows that count in the table."""
+makes exactly 7 getppid calls and one kill(1, 0) (denied by filters/dispatch-demo.toml) inside
+tmux; the captured pane shows those counts, and the 's' key typed into the pane re-sorts the table
+by denials."""
 
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ from pathlib import Path
 import pytest
 
 PROGRAM = r"""
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 int main(void) {
     for (int i = 0; i < 7; i++)
         syscall(SYS_getppid);   /* not glibc's getppid(): exactly one syscall each */
+    kill(1, 0);                 /* no_kill_init: ERRNO(EPERM) */
+    sleep(3);                   /* time to press a key */
     return 0;
 }
 """
@@ -31,9 +36,9 @@ def _has_dashboard() -> bool:
 
 
 def capture_dashboard(tmp_path: Path, argv: list[str], width: int = 160,
-                      height: int = 60) -> str:
+                      height: int = 60, keys: tuple[str, str] | None = None) -> str:
     """Run ``argv`` in a detached tmux pane of a private tmux server; the pane's text after it
-    finished."""
+    finished. ``keys`` (text, key): type key into the pane once text is on the screen."""
     sock = f"sysdispatch-dash-{os.getpid()}"
     script = tmp_path / "run.sh"
     script.write_text(f"cd {tmp_path}\n{' '.join(argv)}\necho {DONE} $?\nsleep 60\n")
@@ -47,6 +52,9 @@ def capture_dashboard(tmp_path: Path, argv: list[str], width: int = 160,
                                   text=True).stdout
             if DONE in pane or time.monotonic() > deadline:
                 return pane
+            if keys is not None and keys[0] in pane:
+                subprocess.run(tmux + ["send-keys", keys[1]], check=True)
+                keys = None
             time.sleep(0.2)
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
@@ -62,11 +70,15 @@ def test_dashboard_in_tmux_shows_real_counts(tmp_path):
     src.write_text(PROGRAM)
     exe = tmp_path / "getppid7"
     subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
-    pane = capture_dashboard(tmp_path, [sys.executable, "-m", "sysdispatch", "trace",
-                                        "--dashboard", "--", str(exe)])
+    demo = Path(__file__).resolve().parents[2] / "filters" / "dispatch-demo.toml"
+    pane = capture_dashboard(tmp_path, [sys.executable, "-m", "sysdispatch", "trace", "--policy",
+                                        str(demo), "--dashboard", "--", str(exe)],
+                             keys=("no_kill_init", "s"))
     assert f"{DONE} 0" in pane, pane
-    rows = [ln.split() for ln in pane.splitlines() if ln.split()[:1] == ["getppid"]]
-    assert rows, pane
-    # syscall nr calls handler depth allow ...
-    assert rows[-1][:6] == ["getppid", "110", "7", "default", "0", "7"], pane
-    assert "jump tables" in pane and "[finished]" in pane
+    rows = [ln.split() for ln in pane.splitlines()
+            if ln.split()[:1] in (["getppid"], ["kill"])]
+    # syscall nr calls handler depth allow log errno ...
+    assert ["getppid", "110", "7", "default", "0", "7", ".", "."] in [r[:8] for r in rows], pane
+    assert ["kill", "62", "1", "no_kill_init", "1", ".", ".", "1"] in [r[:8] for r in rows], pane
+    assert "by denials" in pane and rows[0][0] == "kill", pane    # the key re-sorted the table
+    assert "ERRNO(EPERM)" in pane and "syscalls 4/512" in pane and "[finished]" in pane
