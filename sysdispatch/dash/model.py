@@ -145,16 +145,24 @@ class DashModel:
         self._lock = threading.Lock()
         self._rows: dict[tuple[int, int], _Row] = {}
         self._tids: dict[int, int] = {}         # tid -> tgid
-        self._denials: deque[Denial] = deque(maxlen=RECENT_DENIALS)
+        self._denials: deque[Event] = deque(maxlen=RECENT_DENIALS)
         self._per_second: deque[int] = deque(maxlen=RATE_SECONDS)
         self._second = 0                        # the event-time second _per_second[-1] counts
         self._events = 0
         self._finished = False
+        self._columns: dict[int, str] = {}
+        self._depths: dict[tuple[str, ...], int] = {}
 
     # --- the sink --------------------------------------------------------------------------
 
     def __call__(self, ev: Event) -> None:
-        col = column_of(ev.verdict)
+        # per-verdict and per-path answers are remembered: a tracer repeats a few of each
+        col = self._columns.get(ev.verdict)
+        if col is None:
+            col = self._columns[ev.verdict] = column_of(ev.verdict)
+        depth = self._depths.get(ev.path)
+        if depth is None:
+            depth = self._depths[ev.path] = tail_call_depth(ev.path)
         sec = int(ev.time)
         with self._lock:
             row = self._rows.get((ev.arch, ev.nr))
@@ -162,7 +170,7 @@ class DashModel:
                 row = self._rows[(ev.arch, ev.nr)] = _Row(ev.name, ev.nr)
             row.calls += 1
             row.handler = ev.handler
-            row.depth = tail_call_depth(ev.path)
+            row.depth = depth
             row.verdicts[col] = row.verdicts.get(col, 0) + 1
             row.last = ev                       # decoded lazily, at snapshot time
             self._tids[ev.tid] = ev.pid
@@ -176,8 +184,7 @@ class DashModel:
                 per.append(0)
             per[-1] += 1
             if col in DENIALS:
-                self._denials.append(Denial(ev.time, ev.pid, ev.name, verdict_text(ev.verdict),
-                                            ev.handler, args_text(ev)))
+                self._denials.append(ev)        # described at snapshot time, off the tracer
 
     def close(self) -> None:
         """The tracer calls it at the end: the header then says the run finished."""
@@ -194,9 +201,11 @@ class DashModel:
             raw = [(r.name, r.nr, r.calls, r.handler, r.depth, dict(r.verdicts), r.last)
                    for r in self._rows.values()]
             tids = dict(self._tids)
-            denials = tuple(reversed(self._denials))
+            denied = list(self._denials)
             rates = tuple(self._per_second)
             events = self._events
+        denials = tuple(Denial(ev.time, ev.pid, ev.name, verdict_text(ev.verdict), ev.handler,
+                               args_text(ev)) for ev in reversed(denied))
         rows = [RowSnap(n, nr, c, h, d, v, args_text(last) if last is not None else "")
                 for n, nr, c, h, d, v, last in raw]
         if self.sort == "denials":
