@@ -39,7 +39,7 @@ def capture_dashboard(tmp_path: Path, argv: list[str], width: int = 160,
                       height: int = 60, keys: tuple[str, str] | None = None) -> str:
     """Run ``argv`` in a detached tmux pane of a private tmux server; the pane's text after it
     finished. ``keys`` (text, key): type key into the pane once text is on the screen."""
-    sock = f"sysdispatch-dash-{os.getpid()}"
+    sock = f"sysdispatch-dash-{os.getpid()}-{time.monotonic_ns()}"   # a fresh server each run
     script = tmp_path / "run.sh"
     script.write_text(f"cd {tmp_path}\n{' '.join(argv)}\necho {DONE} $?\nsleep 60\n")
     tmux = ["tmux", "-L", sock]
