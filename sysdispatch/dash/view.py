@@ -21,6 +21,7 @@ STYLE = {"allow": "green", "log": "cyan", "trace": "blue", "notif": "blue",
          "errno": "yellow", "trap": "magenta", "kill": "bold red"}
 SHOWN_VERDICTS = ("allow", "log", "errno", "trap", "trace", "kill")
 MAX_ROWS = 20
+COMMAND_WIDTH = 50     # the header is one line: a long or multi-line command is shortened
 _BARS = "▁▂▃▄▅▆▇█"
 
 
@@ -40,11 +41,16 @@ def _elapsed(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+def short_command(command: str, width: int = COMMAND_WIDTH) -> str:
+    one = " ".join(command.split())
+    return one if len(one) <= width else one[:width - 1] + "…"
+
+
 def header_text(s: Snapshot) -> Text:
     who = "alive" if s.alive_known else "seen"
-    t = Text()
+    t = Text(no_wrap=True, overflow="ellipsis")
     t.append("sysdispatch ", style="bold")
-    t.append(s.command or "-", style="bold cyan")
+    t.append(short_command(s.command) or "-", style="bold cyan")
     t.append(f"  policy {s.policy} ({s.mode})")
     t.append(f"  {s.processes} proc/{s.threads} thr {who}")
     t.append(f"  {_elapsed(s.elapsed)}  {s.rate:.0f} syscalls/s  {s.events} total")

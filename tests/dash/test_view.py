@@ -132,3 +132,13 @@ def test_alive_counts_live_processes(demo):
         assert (s.processes, s.threads, s.alive_known) == (1, 1, True)
     finally:
         child.kill()
+
+
+def test_header_is_one_line_for_a_long_command(demo):
+    m = DashModel(demo, command="python3 -c 'import socket\nfor f in (1, 2):\n" + "x" * 200 + "'",
+                  live=False)
+    m(event(demo, "getppid"))
+    text = text_of(render(m.snapshot()), width=100)
+    head, second = text.splitlines()[:2]
+    assert head.startswith("sysdispatch python3 -c 'import socket for f in (1, 2): xxx")
+    assert "…" in head and second.startswith("syscalls (by calls")
