@@ -47,13 +47,14 @@ def short_command(command: str, width: int = COMMAND_WIDTH) -> str:
 
 
 def header_text(s: Snapshot) -> Text:
+    """Two lines: what runs under which policy; then processes, time, rate and totals."""
     who = "alive" if s.alive_known else "seen"
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append("sysdispatch ", style="bold")
     t.append(short_command(s.command) or "-", style="bold cyan")
-    t.append(f"  policy {s.policy} ({s.mode})")
-    t.append(f"  {s.processes} proc/{s.threads} thr {who}")
-    t.append(f"  {_elapsed(s.elapsed)}  {s.rate:.0f} syscalls/s  {s.events} total")
+    t.append(f"  policy {s.policy} ({s.mode})\n")
+    t.append(f"{s.processes} proc/{s.threads} thr {who}  {_elapsed(s.elapsed)}  "
+             f"{s.rate:.0f} syscalls/s  {s.events} total")
     if s.finished:
         t.append("  [finished]", style="dim")
     return t

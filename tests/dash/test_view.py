@@ -51,9 +51,10 @@ def test_table_counts_handlers_depth_and_verdicts(demo):
 
 def test_header_and_panels(demo):
     text = text_of(render(fed(demo).snapshot()))
-    head = text.splitlines()[0]
-    assert "demo-cmd" in head and "policy dispatch-demo (enforce)" in head
-    assert "2 proc/2 thr seen" in head and "14 total" in head and "[finished]" in head
+    head, stats = text.splitlines()[:2]
+    assert head == "sysdispatch demo-cmd  policy dispatch-demo (enforce)"
+    assert stats.startswith("2 proc/2 thr seen  0:00:00  ")
+    assert "14 total" in stats and "[finished]" in stats
     assert "syscalls_x86_64 4/" in text or "syscalls 4/" in text   # 4 filled nr slots
     assert "families 3/" in text
     assert "ERRNO(EACCES)" in text and "pathname=/tmp/x" in text
@@ -139,6 +140,7 @@ def test_header_is_one_line_for_a_long_command(demo):
                   live=False)
     m(event(demo, "getppid"))
     text = text_of(render(m.snapshot()), width=100)
-    head, second = text.splitlines()[:2]
+    head, stats, title = text.splitlines()[:3]
     assert head.startswith("sysdispatch python3 -c 'import socket for f in (1, 2): xxx")
-    assert "…" in head and second.startswith("syscalls (by calls")
+    assert "…" in head and head.endswith("policy dispatch-demo (enforce)")
+    assert stats.startswith("1 proc/1 thr seen") and title.startswith("syscalls (by calls")
