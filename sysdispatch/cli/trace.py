@@ -1,8 +1,8 @@
 """``sysdispatch trace``: run a command (or attach to a process) under a policy, enforced live.
 
     sysdispatch trace [--policy FILE] [--audit] [--all] [--record FILE.jsonl] [--summary]
-                      [--on-trace MODULE:FUNC] [--engine interp|jit] [--cpu C] [-o FILE] [-q]
-                      [-v] -- CMD [ARG...]
+                      [--dashboard] [--on-trace MODULE:FUNC] [--engine interp|jit] [--cpu C]
+                      [-o FILE] [-q] [-v] -- CMD [ARG...]
     sysdispatch trace [OPTIONS] -p PID
 
 Children, threads and exec'd programs are followed. One line per event goes to stderr (``-o``
@@ -10,8 +10,9 @@ to a file, ``-q`` for none): every syscall whose verdict is not ALLOW, every dis
 ``-v``. Without ``--policy`` the embedded default policy decides (allow all, log dangerous
 calls). ``--audit`` reports verdicts without enforcing them. In spawn mode only the syscalls the
 policy must decide stop in the tracer (a kernel prefilter allows the rest); ``--all`` (and
-``--record``, ``--summary``, ``--audit``) dispatches every syscall. ``-p`` uses syscall-entry
-stops instead, and Ctrl-C detaches.
+``--record``, ``--summary``, ``--audit``, ``--dashboard``) dispatches every syscall. ``-p`` uses
+syscall-entry stops instead, and Ctrl-C detaches. ``--dashboard`` draws a live table (event
+lines then go only to ``-o FILE``).
 
 Exit status: the command's own, or 128 + the signal that ended it (159: killed by SIGSYS, e.g.
 a KILL verdict); 130 after Ctrl-C in spawn mode; 2 for bad input.
@@ -20,6 +21,7 @@ a KILL verdict); 130 after Ctrl-C in spawn mode; 2 for bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", dest="pid", type=int, metavar="PID", help="attach to a running process")
     p.add_argument("--record", metavar="FILE.jsonl", help="write every dispatched syscall")
     p.add_argument("--summary", action="store_true", help="print a table of calls at the end")
+    p.add_argument("--dashboard", action="store_true",
+                   help="a live table of the dispatched syscalls (plain lines when stdout is not "
+                   "a terminal; 's' toggles sorting by calls/denials)")
     p.add_argument("--on-trace", metavar="MODULE:FUNC", help="answer TRACE/USER_NOTIF verdicts")
     p.add_argument("--all", action="store_true", help="dispatch every syscall")
     p.add_argument("--engine", default="interp", choices=ENGINES, help="how the policy runs")
@@ -88,7 +93,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.on_trace:
         from ..trace.hooks import load
         hook = load(args.on_trace)
-    out = None if args.quiet else sys.stderr
+    # the dashboard owns the terminal: event lines would tear it (-o FILE still gets them)
+    out = None if args.quiet or (args.dashboard and not args.output) else sys.stderr
     close_out = False
     if args.output and not args.quiet:
         out = open(args.output, "w", encoding="utf-8")
@@ -98,7 +104,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
                     start_time=time.time(), mode="audit" if args.audit else "enforce")
     sinks = []
     summary = None
+    stack = contextlib.ExitStack()
     try:
+        if args.dashboard:
+            from ..dash.live import dashboard_sink
+            sinks.append(stack.enter_context(dashboard_sink(loaded, header.command, header.mode)))
         if args.record:
             from ..trace.record import Recorder
             sinks.append(Recorder(args.record, header))
@@ -108,11 +118,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
             sinks.append(summary)
         tracer = Tracer(loaded, audit=args.audit, sinks=sinks, out=out, verbose=args.verbose,
                         dispatch_all=args.all, hook=hook, reap_orphans=True)
-        status = tracer.attach(args.pid) if args.pid is not None else tracer.spawn(command)
+        with stack:
+            status = tracer.attach(args.pid) if args.pid is not None else tracer.spawn(command)
         if summary is not None:
             from ..trace.summary import format_text
             (out or sys.stderr).write(format_text(summary))
         return status
     finally:
+        stack.close()   # stops the dashboard if the tracer failed
         if close_out:
             out.close()
