@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .model import DENIALS, VERDICTS, Snapshot
+from .model import Snapshot
 
 # Colours say how severe an action is (the summary table uses the same ones).
 STYLE = {"allow": "green", "log": "cyan", "trace": "blue", "notif": "blue",
@@ -118,6 +118,3 @@ def plain_line(s: Snapshot) -> str:
     return (f"[{_elapsed(s.elapsed)}] {s.events} syscalls ({s.rate:.0f}/s), {denied} denied, "
             f"{s.processes} proc/{s.threads} thr; {top}")
 
-
-__all__ = ["render", "plain_line", "sparkline", "syscall_table", "header_text", "DENIALS",
-           "VERDICTS"]

@@ -19,8 +19,9 @@ O_CREAT = 0o100
 AF_INET, AF_NETLINK = 2, 16
 
 
-@pytest.fixture(scope="module")
-def demo() -> LoadedPolicy:
+@pytest.fixture(name="demo", scope="module")
+def demo_policy() -> LoadedPolicy:
+    """The demo policy, loaded once per module (import this fixture into a test module)."""
     return LoadedPolicy.from_file(DEMO)
 
 

@@ -10,10 +10,10 @@ from rich.console import Console
 
 from sysdispatch.dash.live import dashboard_sink
 
-from dash_helpers import demo, event  # noqa: F401  (the fixture is used by name)
+from dash_helpers import demo_policy, event  # noqa: F401  (the demo fixture)
 
 
-def test_plain_lines_when_not_a_terminal(demo):  # noqa: F811
+def test_plain_lines_when_not_a_terminal(demo):
     out = io.StringIO()
     console = Console(file=out, width=200)
     assert not console.is_terminal
@@ -29,7 +29,7 @@ def test_plain_lines_when_not_a_terminal(demo):  # noqa: F811
     assert "\x1b[" not in out.getvalue()
 
 
-def test_live_on_a_terminal_draws_the_table(demo, monkeypatch):  # noqa: F811
+def test_live_on_a_terminal_draws_the_table(demo, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     out = io.StringIO()
     console = Console(file=out, width=150, force_terminal=True, color_system="standard")
@@ -41,7 +41,7 @@ def test_live_on_a_terminal_draws_the_table(demo, monkeypatch):  # noqa: F811
     assert "jump tables" in text and "syscalls 4/512" in text
 
 
-def test_no_color_is_honoured(demo, monkeypatch):  # noqa: F811
+def test_no_color_is_honoured(demo, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     out = io.StringIO()
     console = Console(file=out, width=150, force_terminal=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 
-from dash_helpers import AF_INET, AF_NETLINK, NR, O_CREAT, demo, event, text_of  # noqa: F401
+from dash_helpers import (AF_INET, AF_NETLINK, NR, O_CREAT, demo_policy,  # noqa: F401
+                          event, text_of)
 
 from sysdispatch.dash.model import DashModel, column_of, tail_call_depth
 from sysdispatch.dash.view import plain_line, render, sparkline
+from sysdispatch.policy.loaded import LoadedPolicy
 
 
 def fed(policy: LoadedPolicy) -> DashModel:

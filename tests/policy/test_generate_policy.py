@@ -40,7 +40,8 @@ def test_replay_of_the_traces_denies_nothing(merged):
     for path in TRACES:
         for ev in read_events(path):
             got = decide(policy, ev.nr, ev.args)
-            assert got == actions.ALLOW, f"{path.name}: {ev.name}{ev.args} -> {actions.describe(got)}"
+            assert got == actions.ALLOW, \
+                f"{path.name}: {ev.name}{ev.args} -> {actions.describe(got)}"
             n += 1
     assert n == gen.events > 1000
 
