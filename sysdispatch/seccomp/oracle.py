@@ -126,12 +126,25 @@ def _s64(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
+def _s32(nr: int) -> int:
+    """The syscall number as the kernel holds it: a signed 32-bit int (syscall_get_nr() is an
+    int, so ptrace reports 0xffffffff as -1; the sentinel compares the same 32 bits)."""
+    if not -(1 << 31) <= nr < (1 << 32):
+        raise OracleError(f"syscall number {nr:#x} does not fit in 32 bits")
+    nr &= 0xFFFFFFFF
+    return nr - (1 << 32) if nr >> 31 else nr
+
+
 def kernel_outcome(filters: Sequence[bytes], nr: int | None, args: Sequence[int] = (), *,
                    sentinel: int | None = DEFAULT_SENTINEL) -> Outcome:
     """Install ``filters`` (raw classic bytes, oldest first) in a fresh child and make syscall
     ``nr`` with ``args`` (up to six 64-bit values). ``nr=None`` only installs (the outcome is
-    ``installed`` or ``refused``). See the module docstring for the method."""
+    ``installed`` or ``refused``). ``nr`` is the 32-bit ``seccomp_data.nr``, signed (-1) or
+    unsigned (0xffffffff) alike. See the module docstring for the method."""
     from ..trace import ptrace as pt  # the seccomp layer's one upward import, see docstring
+
+    if nr is not None:
+        nr = _s32(nr)
 
     sys_seccomp = X86_64.syscall_number("seccomp")
     args = tuple(args) + (0,) * (6 - len(args))

@@ -139,3 +139,21 @@ def test_the_oracle_refuses_to_guess_when_the_child_misbehaves(monkeypatch):
     monkeypatch.setattr(o, "_observe", observe)
     with pytest.raises(oracle.OracleError, match="between installing the filters"):
         oracle.kernel_outcome([raw], A.syscall_number("getppid"), (1, 2))
+
+
+def test_syscall_number_minus_one_either_way():
+    """seccomp_data.nr is a 32-bit int: the oracle takes 0xffffffff and -1 as the same call (the
+    kernel reports it as -1), and the filter sees 0xffffffff either way."""
+    from sysdispatch.seccomp import cfilter
+    from sysdispatch.vm import cbpf
+    insns = cfilter.assemble("A = sys_number\nif (A == 0xffffffff) goto neg\nreturn ALLOW\n"
+                             "neg: return ERRNO(7)\n")
+    f = ClassicFilter(insns)
+    assert f.run(SeccompData(0xFFFFFFFF, A.audit)).ret == pyseccomp.ERRNO(7)
+    raw = cbpf.encode(insns)
+    assert oracle.kernel_outcome([raw], 0xFFFFFFFF) == oracle.Outcome("errno", 7)
+    assert oracle.kernel_outcome([raw], -1) == oracle.Outcome("errno", 7)
+    # the sentinel follows the normalised number too: 0xfffffffe is allowed, not misread
+    assert oracle.kernel_outcome([raw], 0xFFFFFFFE) == oracle.Outcome("allow")
+    with pytest.raises(oracle.OracleError, match="does not fit in 32 bits"):
+        oracle.kernel_outcome([raw], 1 << 32)
