@@ -60,16 +60,33 @@ def capture_dashboard(tmp_path: Path, argv: list[str], width: int = 160,
         subprocess.run(tmux + ["kill-server"], capture_output=True)
 
 
-def test_dashboard_in_tmux_shows_real_counts(tmp_path):
+def _program(tmp_path: Path) -> Path:
     if shutil.which("tmux") is None or shutil.which("gcc") is None:
         pytest.skip("needs tmux and gcc")
     if not _has_dashboard():
         pytest.skip("`sysdispatch trace --dashboard` is not registered yet "
                     "(see /work/notes/dash-integration.md)")
     src = tmp_path / "getppid7.c"
-    src.write_text(PROGRAM)
+    src.write_text(PROGRAM.replace("sleep(3)", "sleep(3 * !getenv(\"NOSLEEP\"))")
+                   .replace("#include <signal.h>", "#include <signal.h>\n#include <stdlib.h>"))
     exe = tmp_path / "getppid7"
     subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def test_dashboard_plain_lines_when_stdout_is_a_pipe(tmp_path):
+    exe = _program(tmp_path)
+    demo = Path(__file__).resolve().parents[2] / "filters" / "dispatch-demo.toml"
+    r = subprocess.run([sys.executable, "-m", "sysdispatch", "trace", "--policy", str(demo),
+                        "--dashboard", "--", str(exe)], capture_output=True, text=True,
+                       env={**os.environ, "NOSLEEP": "1"}, cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.splitlines()[-1]
+    assert "getppid=7" in last and "1 denied" in last and "\x1b[" not in r.stdout
+
+
+def test_dashboard_in_tmux_shows_real_counts(tmp_path):
+    exe = _program(tmp_path)
     demo = Path(__file__).resolve().parents[2] / "filters" / "dispatch-demo.toml"
     pane = capture_dashboard(tmp_path, [sys.executable, "-m", "sysdispatch", "trace", "--policy",
                                         str(demo), "--dashboard", "--", str(exe)],
