@@ -20,11 +20,12 @@ Each of those the policy lists gets a single-arch libseccomp filter of its own (
 per arch); they are merged into one. A call of an arch the policy does not list, or one
 libseccomp cannot place, takes the BADARCH action, TRACE, so the policy's ``bad_arch`` decides.
 Rules are added by name; on i386, libseccomp routes a rule for a socket or SysV-IPC call to the
-``socketcall``/``ipc`` multiplexer too, so those names never get an ALLOW rule there. Syscall number -1
-(what a tracer's skip leaves) passes libseccomp's arch checks to the default action, as it
-reaches the policy's empty-slot default (policy.layout: nr -1 is x86_64's, out of every table).
+``socketcall``/``ipc`` multiplexer too, so those names never get an ALLOW rule there. Syscall
+number -1 (what a tracer's skip leaves) passes libseccomp's arch checks to the default action,
+as it reaches the policy's empty-slot default (policy.layout: nr -1 is x86_64's, in no table).
 
-Modes where every syscall must be seen (``--all``, ``--record``, ``--summary``, ``--audit``)
+Modes where every syscall must be seen (``--all``, ``--record``, ``--summary``, ``--audit``,
+``--dashboard``)
 use :func:`trace_all`: TRACE for everything. Live slot swaps (LoadedPolicy.set_slot) cannot
 change a filter already in the kernel: a slot that becomes non-static after the command
 started is only seen for syscalls the prefilter already traces.

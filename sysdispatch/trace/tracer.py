@@ -33,7 +33,9 @@ event: any unknown tid is adopted. Ctrl-C in spawn mode kills every tracee and r
 stopped or zombie process remains; the status is 130.
 
 Per stop: one PTRACE_GET_SYSCALL_INFO into a reused buffer, the policy's decision (its verdict
-cache answers most), one resume; events (:class:`~sysdispatch.trace.events.Event`) are built only when someone reads them.
+cache answers most; a syscall the policy allows whatever its arguments is not even asked about
+while no slot changes), one resume; events (:class:`~sysdispatch.trace.events.Event`) are built
+only when someone reads them.
 """
 
 from __future__ import annotations

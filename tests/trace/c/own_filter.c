@@ -37,7 +37,8 @@ int main(int argc, char **argv) {
     struct sock_fprog prog = {sizeof insns / sizeof insns[0], insns};
     if (!lock) insns[5] = insns[7];   /* no rt_sigaction rule: jump over nothing */
     setvbuf(stdout, NULL, _IONBF, 0);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) {
         perror("seccomp");
         return 1;
     }
