@@ -45,7 +45,10 @@ def dashboard_sink(policy, command, mode: str = "enforce", *, console: Console |
         with Live(get_renderable=lambda: render(model.snapshot()), console=console,
                   refresh_per_second=REFRESH_PER_SECOND, redirect_stdout=False,
                   redirect_stderr=False), _keys(model, enabled=keys):
-            yield model
+            try:
+                yield model
+            finally:
+                model.close()    # the last frame Live draws on the way out says "finished"
         return
     stop = threading.Event()
 
