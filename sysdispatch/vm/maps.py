@@ -15,8 +15,10 @@ tests/vm/test_maps.py, which compares with :mod:`sysdispatch.vm.kernel` when it 
   fullness), a new key in a full map E2BIG (an existing key can still be replaced), delete of a
   missing key ENOENT;
 * PROG_ARRAY: flags other than BPF_ANY are EINVAL, index >= max_entries E2BIG, deleting an empty
-  slot ENOENT; the first program stored fixes the owner (its program type) for good, and a
-  program of another type is EINVAL (``bpf_prog_map_compatible``).
+  slot ENOENT; the first program stored fixes the owner (its program type and engine) for good,
+  and a program of another type or engine is EINVAL (``bpf_prog_map_compatible``); a user-space
+  lookup answers the slot's program id (a u32), or ENOENT for an empty slot or an index out of
+  range (kernel 6.18).
 
 Every map owns a window of the shared address space (:data:`~sysdispatch.vm.memory.SHARED`): its
 handle — what ``lddw rX, map`` loads — is the window's base, and each value is its own
@@ -28,7 +30,9 @@ later updates, like the kernel's arrays.
 from __future__ import annotations
 
 import errno
+import itertools
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -40,7 +44,6 @@ from .program import Program
 MAP_HASH, MAP_ARRAY, MAP_PROG_ARRAY = 1, 2, 3
 # BPF_MAP_UPDATE_ELEM flags
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
-ENOTSUPP = 524  # the kernel-internal errno prog arrays answer to user-space lookups
 
 # Values sit this far apart inside a map's window (a power of two at least this much larger than
 # the value), so an access running off one value faults instead of reaching the next.
@@ -295,13 +298,36 @@ class ProgOwner:
         return f"type {self.prog_type}" + (" (jit)" if self.engine == "jit" else "")
 
 
-def _is_program(obj) -> bool:
-    """A Program, or a wrapper of one (a verified or JIT-compiled program: ``.program``)."""
-    return isinstance(obj, Program) or isinstance(getattr(obj, "program", None), Program)
+def _inner(obj) -> Program | None:
+    """The Program itself, or the one a wrapper holds (a verified program or a JIT-compiled one:
+    ``.program``); None for anything else."""
+    if isinstance(obj, Program):
+        return obj
+    inner = getattr(obj, "program", None)
+    return inner if isinstance(inner, Program) else None
 
 
 def owner_of(program) -> ProgOwner:
-    return ProgOwner(program.prog_type.name, getattr(program, "engine", "interp"))
+    """The owner a program (or a wrapper of one) asks for. The type is the Program's own (what it
+    was loaded as, the kernel's ``prog->type``), not the type a wrapper was verified for."""
+    return ProgOwner(_inner(program).prog_type.name, getattr(program, "engine", "interp"))
+
+
+# Program ids, as the kernel's idr hands them out: process-wide, from 1, never reused while the
+# program lives. A wrapper shares the id of the Program inside it.
+_prog_ids: weakref.WeakKeyDictionary[Program, int] = weakref.WeakKeyDictionary()
+_next_prog_id = itertools.count(1)
+_prog_id_lock = threading.Lock()
+
+
+def prog_id(program) -> int:
+    """The id of ``program`` (a Program or a wrapper of one), given on first use."""
+    inner = _inner(program)
+    with _prog_id_lock:
+        pid = _prog_ids.get(inner)
+        if pid is None:
+            pid = _prog_ids[inner] = next(_next_prog_id) & 0xFFFF_FFFF
+        return pid
 
 
 class ProgArray(Map):
@@ -329,7 +355,7 @@ class ProgArray(Map):
             return -errno.EINVAL
         if index >= self.max_entries:
             return -errno.E2BIG
-        if not _is_program(program):
+        if _inner(program) is None:
             return -errno.EINVAL
         owner = owner_of(program)
         with self._lock:
@@ -349,8 +375,8 @@ class ProgArray(Map):
             why = f"index {i} >= max_entries {self.max_entries}"
         elif flags != BPF_ANY:
             why = f"flags {flags}: a prog_array takes only BPF_ANY"
-        elif not _is_program(program):
-            why = f"value must be a Program, got {type(program).__name__}"
+        elif _inner(program) is None:
+            why = f"value must be a Program or a verified one, got {type(program).__name__}"
         else:
             why = f"program '{program.name}' has {owner_of(program)}, the array holds {self.owner}"
         raise MapError(f"prog_array '{self.name}': update of slot {i} failed: {_errname(-ret)} "
@@ -375,17 +401,26 @@ class ProgArray(Map):
         i = self._index(index)
         return self.slots[i] if i < self.max_entries else None
 
-    # Programs cannot read or write a program array (the verifier refuses); from Python the
-    # kernel answers ENOTSUPP to lookups: use get().
+    # Programs cannot read or write a program array (the verifier refuses): no value regions.
     def lookup_raw(self, key: bytes) -> Region | None:
         return None
 
     def update_raw(self, key: bytes, value: bytes, flags: int) -> int:
         return -errno.EINVAL
 
-    def lookup(self, key) -> bytes | None:
-        raise MapError(f"prog_array '{self.name}': lookup is not supported, use get()",
-                       ENOTSUPP)
+    def lookup(self, key) -> bytes:
+        """As bpf(BPF_MAP_LOOKUP_ELEM) on a prog array (kernel 6.18): the slot's program id, a
+        u32; an empty slot or an index out of range fails with ENOENT (unlike the other maps'
+        None: the kernel fails this lookup where theirs finds nothing). get() gives the
+        program itself."""
+        i = self._index(key)
+        program = self.slots[i] if i < self.max_entries else None
+        if program is None:
+            raise MapError(f"prog_array '{self.name}': lookup of slot {i} failed: ENOENT "
+                           "(" + ("empty slot" if i < self.max_entries else
+                                  f"index {i} >= max_entries {self.max_entries}") + ")",
+                           errno.ENOENT)
+        return prog_id(program).to_bytes(4, "little")
 
     def region_at(self, addr: int) -> Region | None:
         return None

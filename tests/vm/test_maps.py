@@ -15,7 +15,7 @@ from sysdispatch.errors import EncodingError, MapError, VmError
 from sysdispatch.vm.interp import run
 from sysdispatch.vm.isa import FP, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, lddw, make
 from sysdispatch.vm.maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, ArrayMap, HashMap, ProgArray,
-                                 create_map)
+                                 create_map, prog_id)
 from sysdispatch.vm.memory import SHARED
 from sysdispatch.vm.program import (GENERIC, MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM,
                                     SECCOMP, Program)
@@ -294,7 +294,8 @@ def test_prog_array_errors_and_owner():
         (lambda: pa.update(1, ret(2, SECCOMP)), errno.EINVAL),  # another type than the owner's
         (lambda: pa.delete(3), errno.ENOENT),
         (lambda: pa.delete(4), errno.E2BIG),
-        (lambda: pa.lookup(0), 524),                           # ENOTSUPP: use get()
+        (lambda: pa.lookup(1), errno.ENOENT),                  # an empty slot
+        (lambda: pa.lookup(4), errno.ENOENT),                  # past the end: ENOENT, not E2BIG
     ]
     for call, want in cases:
         with pytest.raises(MapError) as info:
@@ -308,6 +309,86 @@ def test_prog_array_errors_and_owner():
     with pytest.raises(MapError):
         pa.update(0, ret(3, SECCOMP))
     pa.update(0, ret(3))
+
+
+def _lookup_story(progs, a, b) -> list:
+    """Slot 0 and 2 hold ``a``, slot 1 ``b``, slot 3 nothing: what lookups of 0..5 answer, with
+    ids renamed by order of appearance (the kernel's ids are its own)."""
+    for i, p in ((0, a), (1, b), (2, a)):
+        progs.update(i, p)
+    names: dict[bytes, str] = {}
+    out = []
+    for i in range(6):
+        try:
+            got = progs.lookup(i)
+        except MapError as exc:
+            out.append(errno.errorcode[exc.errno])
+            continue
+        assert len(got) == 4 and int.from_bytes(got, "little") > 0
+        out.append(names.setdefault(got, f"id{len(names)}"))
+    return out
+
+
+def test_prog_array_lookup_answers_the_program_id_or_enoent():
+    ours = _lookup_story(ProgArray(4), ret(1), ret(2))
+    assert ours == ["id0", "id1", "id0", "ENOENT", "ENOENT", "ENOENT"]
+    kernel = pytest.importorskip("sysdispatch.vm.kernel")
+    if not kernel.kernel_bpf_available():
+        pytest.skip("needs root and bpf()")
+
+    class KernelArray:
+        def __init__(self, m):
+            self.m = m
+
+        def update(self, i, prog):
+            kernel.map_update(self.m, i, prog)
+
+        def lookup(self, i):
+            return kernel.map_lookup(self.m, i)
+
+    with kernel.create_map("prog_array", 4, 4, 4) as km, \
+            kernel.load_program([make("mov", 0, imm=1, reg=False), make("exit")],
+                                "socket_filter") as a, \
+            kernel.load_program([make("mov", 0, imm=2, reg=False), make("exit")],
+                                "socket_filter") as b:
+        assert _lookup_story(KernelArray(km), a, b) == ours
+
+
+def test_prog_ids_are_stable_and_shared_with_wrappers():
+    verifier = pytest.importorskip("sysdispatch.vm.verifier")
+    a, b = ret(1), ret(2)
+    assert prog_id(a) == prog_id(a) != prog_id(b)
+    assert prog_id(verifier.verify(a, mem_size=0)) == prog_id(a)
+
+
+def test_prog_array_takes_verified_programs_beside_plain_ones():
+    """A verified program is stored as it is (an engine can use its facts); its owner is its
+    Program's: the same as a plain program of that type (converted classic filters are never
+    verified, as in the kernel, and share arrays with verified ones)."""
+    verifier = pytest.importorskip("sysdispatch.vm.verifier")
+    handler = verifier.verify(ret(7, SECCOMP), SECCOMP)
+    pa = ProgArray(4)
+    pa.update(0, handler)
+    assert pa.get(0) is handler and str(pa.owner) == "type seccomp"
+    pa.update(1, ret(8, SECCOMP))  # a plain program of the owner's type
+    with pytest.raises(MapError) as info:
+        pa.update(2, verifier.verify(ret(9), mem_size=0))  # verified, but generic
+    assert info.value.errno == errno.EINVAL
+    assert "program 'p' has type generic, the array holds type seccomp" in str(info.value)
+
+
+@pytest.mark.parametrize("engine", ["interp", "jit"])
+def test_a_tail_call_enters_a_verified_slot(engine):
+    from sysdispatch.vm import engine as engines
+    from sysdispatch.vm.program import TAIL_CALL
+    verifier = pytest.importorskip("sysdispatch.vm.verifier")
+    pa = ProgArray(2)
+    pa.update(1, verifier.verify(ret(42), mem_size=0))
+    entry = Program.load([*lddw(2, 0, PSEUDO_MAP_FD), make("mov", 3, imm=1, reg=False),
+                          make("call", imm=TAIL_CALL), make("mov", 0, imm=5, reg=False),
+                          make("exit")], maps=[pa])
+    result = engines.run(entry, engine=engine)
+    assert result.r0 == 42 and result.tail_calls == 1
 
 
 def _message(call) -> str:
