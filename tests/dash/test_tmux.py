@@ -58,6 +58,9 @@ def capture_dashboard(tmp_path: Path, argv: list[str], width: int = 160,
             time.sleep(0.2)
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
+        # kill-server leaves the socket file behind
+        tmpdir = os.environ.get("TMUX_TMPDIR", "/tmp")
+        Path(tmpdir, f"tmux-{os.getuid()}", sock).unlink(missing_ok=True)
 
 
 def _program(tmp_path: Path) -> Path:
