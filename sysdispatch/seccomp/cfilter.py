@@ -39,6 +39,11 @@ from . import actions
 from .arch import AUDIT_SYMBOLS, X86_64, Arch, by_audit, by_name, for_number
 from .data import OFF_ARCH, OFF_ARGS, OFF_IP, OFF_NR, SIZE as DATA_SIZE
 
+# The public names, ``assemble`` among them: it is defined in .casm and re-exported at the end.
+__all__ = ["HEADER", "OPS_BY_KIND", "PcInfo", "analyse", "arg_constants", "assemble", "check",
+           "disassemble", "disassemble_lines", "export_libseccomp", "field_name", "format_insn",
+           "load", "resolve_syscall_symbol", "ret_text", "syscall_symbol"]
+
 # --- seccomp_check_filter ----------------------------------------------------------------------
 
 # The classic forms seccomp accepts (kernel/seccomp.c). Notably absent: modulo, ldh/ldb, indexed
@@ -363,4 +368,4 @@ def disassemble(insns: Sequence[CInsn], *, arch: Arch = X86_64, raw: bool = True
 
 
 # The assembler lives in .casm; it is re-exported here so the syntax has one home.
-from .casm import assemble  # noqa: E402,F401  (casm imports the names defined above)
+from .casm import assemble  # noqa: E402  (casm imports the names defined above)

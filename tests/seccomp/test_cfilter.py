@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import random
 
 import pyseccomp
@@ -274,3 +275,18 @@ def test_any_valid_filter_round_trips_exactly(insns, a):
     raw = cbpf.encode(insns)
     text = cfilter.disassemble(insns, arch=a)
     assert cbpf.encode(cfilter.assemble(text)) == raw, text
+
+
+def test_public_names_and_the_assemble_re_export():
+    """``assemble`` lives in casm and is exported by cfilter through ``__all__`` (not a
+    'noqa: F401' import that pyflakes calls unused)."""
+    from sysdispatch.seccomp import casm
+    names: dict = {}
+    exec("from sysdispatch.seccomp.cfilter import *", names)
+    assert names["assemble"] is casm.assemble
+    assert all(hasattr(cfilter, n) for n in cfilter.__all__)
+    pyflakes_api = pytest.importorskip("pyflakes.api")
+    from pyflakes.reporter import Reporter
+    out = io.StringIO()
+    warnings = pyflakes_api.checkPath(cfilter.__file__, Reporter(out, out))
+    assert warnings == 0, out.getvalue()
