@@ -18,6 +18,7 @@ Exit status: 0 when no event was listed, 1 when some were (like diff(1)), 2 for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -44,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="interp", choices=("interp", "jit", "reference"),
                    help="how the policies run (default interp)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--dashboard", action="store_true",
+                   help="the live dashboard over the replayed decisions (plain lines when stdout "
+                   "is not a terminal)")
     p.add_argument("--allow-truncated", action="store_true",
                    help="read a trace whose last line is partial (a killed recorder)")
     p.set_defaults(func=cmd_replay)
@@ -99,16 +103,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"trace {reader.path} ({' '.join(h.command)}; {h.mode}, {h.arch}): replaying "
                   f"with {first.label} ({_provenance(h, first)})", file=out)
 
-    for r in replay(args.traces, first, load_other=second,
-                    allow_truncated=args.allow_truncated, on_trace=on_trace):
-        total += 1
-        summary(r.as_event())
-        if r.changed:
-            changed += 1
-            if args.json:
-                listed.append(difference_json(r, a_name, b_name))
-            else:
-                print(_difference_line(r, a_name, b_name), file=out)
+    dash = contextlib.nullcontext(None)
+    if args.dashboard:
+        from ..dash.live import dashboard_sink
+        dash = dashboard_sink(first(), ["replay", *args.traces], "replay", live=False)
+    with dash as board:
+        for r in replay(args.traces, first, load_other=second,
+                        allow_truncated=args.allow_truncated, on_trace=on_trace):
+            total += 1
+            ev = r.as_event()
+            summary(ev)
+            if board is not None:
+                board(ev)
+            if r.changed:
+                changed += 1
+                if args.json:
+                    listed.append(difference_json(r, a_name, b_name))
+                else:
+                    print(_difference_line(r, a_name, b_name), file=out)
     notes = [reader.truncated for reader in readers if reader.truncated]
     for note in notes:
         print(f"sysdispatch: warning: {note}", file=sys.stderr)
