@@ -3,6 +3,7 @@ the same program run under a real kernel filter, in-process traced runs and CLI 
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import shutil
@@ -25,6 +26,7 @@ from sysdispatch.vm.cbpf import OPS, RET, CInsn, encode
 C_DIR = Path(__file__).parent / "c"
 _BUILT: dict[str, str] = {}
 _BUILD_DIR = tempfile.mkdtemp(prefix="sysdispatch-trace-tests-")
+atexit.register(shutil.rmtree, _BUILD_DIR, True)
 
 needs_root_gcc = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None,
                                     reason="needs root (ptrace, seccomp) and gcc")
