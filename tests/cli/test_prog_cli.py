@@ -109,11 +109,13 @@ def test_prog_test_summary_and_status(tmp_path, capsys):
     assert lines == [f"{tmp_path / 'bad.data'}: r0 = 0x1, expected 0x2", "1 passed, 1 failed"]
 
 
-def test_prog_test_on_the_suite(conformance_dir):
-    done = cli("prog", "test", str(conformance_dir / "tests"))
+@pytest.mark.parametrize("engine", ["interp", "jit", "both"])
+def test_prog_test_on_the_suite(conformance_dir, engine):
+    """The whole suite on each engine; ``both`` also fails a file whose engines disagree."""
+    done = cli("prog", "test", str(conformance_dir / "tests"), "--engine", engine)
     assert done.returncode == 0, done.stdout[-2000:]
     assert done.stdout.splitlines() == ["313 passed, 0 failed"]
-    neg = cli("prog", "test", str(conformance_dir / "negative"))
+    neg = cli("prog", "test", str(conformance_dir / "negative"), "--engine", engine)
     assert neg.returncode == 1 and neg.stdout.splitlines()[-1] == "48 passed, 12 failed"
     assert "Traceback" not in neg.stdout + neg.stderr
 

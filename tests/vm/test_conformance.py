@@ -34,6 +34,18 @@ def test_the_whole_suite_passes(conformance_dir):
     assert summary(outcomes) == "313 passed, 0 failed"
 
 
+def test_engine_both_fails_a_file_the_engines_disagree_on_mock_jit(tmp_path, monkeypatch):
+    """A JIT answering differently (mocked: the real one agrees on every file) fails the file
+    under ``both`` with both answers, though each answer alone could pass."""
+    from sysdispatch.vm import conformance
+    case = tmp_path / "one.data"
+    case.write_text("-- asm\nmov %r0, 1\nexit\n-- result\n0x1\n")
+    assert run_case(case, engine="both").passed
+    monkeypatch.setattr(conformance, "_jit_engine", lambda program, mem: 2)
+    out = run_case(case, engine="both")
+    assert not out.passed and "engines disagree: interp 1, jit 2" in out.reason
+
+
 def test_negative_tests(conformance_dir):
     outcomes = run_paths([conformance_dir / "negative"])
     failed = {o.path.name: o.reason for o in outcomes if not o.passed}
