@@ -208,6 +208,40 @@ def _witness(cmps: tuple[Cmp, ...]) -> list[int]:
     return args
 
 
+def _pairwise(rules, dmax: int, most: int = 16) -> list[list[int]]:
+    """Probes that vary two arguments at once, each over the values its comparisons care about.
+
+    libseccomp 2.5 can build a wrong jump for one argument that shows only when another argument
+    takes an unrelated value (seen: a 64-bit ``>`` on args[2] lost when args[0] == 0xffffffff),
+    which probes around single rules miss.
+    """
+    pools: dict[int, list[int]] = {}
+    for rule in rules:
+        for c in rule.cmps:
+            pools.setdefault(c.arg, set()).update(_probe_values(c, dmax))  # type: ignore[union-attr]
+    # Each 32-bit half at its extremes too: libseccomp compares 64-bit values half by half.
+    halves = {0xFFFFFFFF & dmax, 0xFFFFFFFF00000000 & dmax}
+    pools = {a: sorted(set(_spread(sorted(v), most)) | halves) for a, v in pools.items()}
+    out = []
+    used = sorted(pools)
+    for i, a in enumerate(used):
+        for b in used[i + 1:]:
+            for va in pools[a]:
+                for vb in pools[b]:
+                    args = [0] * 6
+                    args[a], args[b] = va, vb
+                    out.append(args)
+    return out
+
+
+def _spread(values: list[int], most: int) -> list[int]:
+    """At most ``most`` of the sorted ``values``, spread evenly from the smallest to the largest."""
+    if len(values) <= most:
+        return values
+    step = (len(values) - 1) / (most - 1)
+    return sorted({values[round(i * step)] for i in range(most)})
+
+
 def verify(low: Lowered, bpf: bytes) -> str | None:
     """Run libseccomp's BPF (on the project's classic interpreter) on probes around every rule
     of every arch of ``low``; the first disagreement with the rules, or None."""
@@ -223,7 +257,7 @@ def verify(low: Lowered, bpf: bytes) -> str | None:
                 base = _witness(rule.cmps)
                 probes = [base] + [base[:c.arg] + [v] + base[c.arg + 1:]
                                    for c in rule.cmps for v in _probe_values(c, dmax)]
-                for args in probes:
+                for args in probes + _pairwise(sr.rules, dmax):
                     args = [a & dmax for a in args]
                     want = evaluate(sr.rules, args, low.default)
                     got = cbpf.run(insns, SeccompData(nr, audit, args=tuple(args)).pack()).ret
