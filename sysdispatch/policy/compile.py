@@ -23,15 +23,14 @@ is a PolicyError ``file:line:col: handler 'x': pc N: ...``.
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import Location, MapError, PolicyError, SysdispatchError
+from ..errors import Location, PolicyError, SysdispatchError
 from ..seccomp.data import AUDIT_ARCH_X86_64, OFF_ARCH, OFF_NR, X32_SYSCALL_BIT
 from ..vm import isa
-from ..vm.maps import Map, ProgArray, create_map, owner_of
+from ..vm.maps import Map, ProgArray, create_map
 from ..vm.program import SECCOMP, TAIL_CALL, Program
 from . import _arch, emit, layout
 from .emit import CTX, INDEX, SCRATCH, TABLE, Goto, Label
@@ -99,15 +98,8 @@ def compile_policy(policy: Policy, *, verify: bool = True) -> Compiled:
 
 
 def put_slot(array: ProgArray, index: int, program: Any) -> None:
-    """Store a (verified) handler in a PROG_ARRAY slot — one list item, atomic. While maps.py
-    still takes plain Programs only, the VerifiedProgram's Program goes in."""
-    try:
-        array.update(index, program)
-    except MapError as exc:
-        inner = getattr(program, "program", None)
-        if inner is None or exc.errno != errno.EINVAL or array.owner not in (None, owner_of(inner)):
-            raise
-        array.update(index, inner)
+    """Store a verified handler in a PROG_ARRAY slot — one list item, atomic."""
+    array.update(index, program)
 
 
 def verify_program(program: Program, context: str | None = None) -> Any:

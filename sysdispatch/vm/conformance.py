@@ -27,7 +27,6 @@ from typing import Callable, Iterable
 from ..errors import Location, SysdispatchError
 from .helpers import Arg, Helper, Ret, Unwind
 from .interp import run
-from .isa import decode_program
 from .program import Program
 
 KNOWN_SECTIONS = ("asm", "raw", "mem", "result", "error", "c", "no register offset")
