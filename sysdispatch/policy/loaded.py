@@ -215,6 +215,11 @@ class LoadedPolicy:
 
     # --- live updates ---------------------------------------------------------------------------
 
+    @property
+    def generation(self) -> int:
+        """Bumped by every slot swap: a caller caching what the tables decide checks it."""
+        return self._generation
+
     def set_slot(self, table: str, key: int | str, handler: str | None, *,
                  arch: str | None = None) -> None:
         """Point slot ``key`` of ``table`` at ``handler`` (a handler name or an action literal;

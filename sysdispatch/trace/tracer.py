@@ -72,9 +72,9 @@ _INFO_EXIT, _INFO_NONE = pt.PTRACE_SYSCALL_INFO_EXIT, pt.PTRACE_SYSCALL_INFO_NON
 
 
 def _generation(policy: LoadedPolicy) -> int | None:
-    """The policy's table generation, bumped by every live slot swap (LoadedPolicy keeps it
-    for its verdict cache; ``generation`` when it becomes public)."""
-    return getattr(policy, "generation", getattr(policy, "_generation", None))
+    """The policy's table generation, bumped by every live slot swap (None for a policy object
+    that has no live tables)."""
+    return getattr(policy, "generation", None)
 
 Sink = Callable[[Event], None]
 
