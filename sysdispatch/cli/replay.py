@@ -1,6 +1,7 @@
 """``sysdispatch replay``: recorded syscalls through a policy again, without running anything.
 
     sysdispatch replay TRACE... --policy P [--diff P2] [--json] [--engine E] [--allow-truncated]
+                               [--jobs N] [--progress | --no-progress]
 
 Every event of the traces (recorded with ``sysdispatch trace --record``) is decided again by
 policy P, in recorded order, each trace with freshly loaded policies (so policies that keep state
@@ -10,7 +11,9 @@ With ``--diff P2``: every event that P and P2 decide differently. P is a policy 
 OCI/Docker profile (.json), or ``default`` (the embedded default policy).
 
 Traces are streamed (memory does not grow with their length); ``--json`` keeps the listed events
-until it prints them.
+until it prints them. ``--jobs N`` replays the trace files in N worker processes (one file per
+worker at a time); the report is the same as with one, in file order. A progress bar per trace
+(bytes read) is drawn on stderr when it is a terminal, or with ``--progress``.
 
 Exit status: 0 when no event was listed, 1 when some were (like diff(1)), 2 for bad input.
 """
@@ -21,10 +24,16 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import multiprocessing
+import os
 import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
+from ..errors import SysdispatchError
 from ..trace.record import TraceReader, policy_hash
 from ..trace.replay import (Replayed, call_text, difference_json, header_json, replay,
                             verdict_text)
@@ -50,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "is not a terminal)")
     p.add_argument("--allow-truncated", action="store_true",
                    help="read a trace whose last line is partial (a killed recorder)")
+    p.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N",
+                   help="replay the trace files in N processes (0: one per core; default 1)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=cmd_replay)
 
 
@@ -76,7 +89,22 @@ class _PolicySource:
         return {"file": self.path, "name": self.name, "sha256": self.hash}
 
 
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n or (os.cpu_count() or 1)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.jobs > 1 and args.dashboard:
+        # The dashboard is one live model fed event by event in order; workers only hand back
+        # per-file totals, so the two cannot combine.
+        raise SysdispatchError("--jobs cannot be combined with --dashboard (the dashboard "
+                               "follows one stream of events); use --jobs 1")
     first = _PolicySource(args.policy, args.engine)
     second = _PolicySource(args.diff, args.engine) if args.diff else None
     for src in (first, second):
@@ -103,13 +131,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"trace {reader.path} ({' '.join(h.command)}; {h.mode}, {h.arch}): replaying "
                   f"with {first.label} ({_provenance(h, first)})", file=out)
 
+    show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = contextlib.nullcontext(None)
+    if show_progress:
+        from ..dash.progress import ReplayProgress
+        bar = ReplayProgress(sys.stderr, force_terminal=bool(args.progress))
+    if args.jobs > 1 and len(args.traces) > 1:
+        with bar as hook:
+            results = _replay_parallel(args, a_name, b_name, hook)
+        for res in results:
+            if summary.header is None:
+                summary.header = dataclasses.replace(res.header, policy=first.name,
+                                                     policy_hash=first.hash)
+            _merge_summary(summary, res.summary)
+            total += res.total
+            changed += res.changed
+            listed.extend(res.listed)
+        notes = [res.truncated for res in results if res.truncated]
+        traces_json = [header_json(res.header, res.path) for res in results]
+        return _report(args, out, first, second, summary, total, changed, listed, notes,
+                       traces_json)
+
     dash = contextlib.nullcontext(None)
     if args.dashboard:
         from ..dash.live import dashboard_sink
         dash = dashboard_sink(first(), ["replay", *args.traces], "replay", live=False)
-    with dash as board:
+    with dash as board, bar as hook:
         for r in replay(args.traces, first, load_other=second,
-                        allow_truncated=args.allow_truncated, on_trace=on_trace):
+                        allow_truncated=args.allow_truncated, on_trace=on_trace,
+                        on_progress=hook):
             total += 1
             ev = r.as_event()
             summary(ev)
@@ -122,12 +172,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 else:
                     print(_difference_line(r, a_name, b_name), file=out)
     notes = [reader.truncated for reader in readers if reader.truncated]
+    return _report(args, out, first, second, summary, total, changed, listed, notes,
+                   [header_json(t.header, t.path) for t in readers])
+
+
+def _report(args, out, first: _PolicySource, second: _PolicySource | None, summary: Summary,
+            total: int, changed: int, listed: list[dict], notes: list[str],
+            traces_json: list[dict]) -> int:
+    """The end of the report, the same whether the traces were replayed here or by workers."""
     for note in notes:
         print(f"sysdispatch: warning: {note}", file=sys.stderr)
-
     if args.json:
         doc = {"policy": first.json(), "diff": second.json() if second else None,
-               "traces": [header_json(t.header, t.path) for t in readers], "events": total,
+               "traces": traces_json, "events": total,
                "differences": changed, "listed": listed, "summary": summary.to_json(),
                "warnings": notes}
         json.dump(doc, out, indent=2)
@@ -162,3 +219,127 @@ def _difference_line(r: Replayed, a_name: str, b_name: str) -> str:
     return (f"{r.trace}:{r.line}: {ev.time:.6f} pid {ev.pid} tid {ev.tid} {call_text(ev)}: "
             f"{a_name} {a}, {b_name} {b}")
 
+
+
+# --- --jobs: one trace file per worker task ------------------------------------------------------
+
+@dataclass
+class _TraceResult:
+    """What a worker hands back for one trace: counters, the listed events (for --json), and
+    the text lines it would have printed, in a temporary file (so they need not fit in memory)."""
+
+    path: str
+    header: Any
+    summary: Summary
+    total: int
+    changed: int
+    listed: list[dict]
+    truncated: str | None
+    text_file: str | None
+    error: str | None = None
+
+
+# Each worker process compiles the policies once and builds fresh ones per trace from them.
+_worker_policies: dict[tuple[str, str], _PolicySource] = {}
+
+
+def _worker_policy(spec: str, engine: str) -> _PolicySource:
+    key = (spec, engine)
+    if key not in _worker_policies:
+        _worker_policies[key] = _PolicySource(spec, engine)
+    return _worker_policies[key]
+
+
+def _replay_one(task: tuple) -> _TraceResult:
+    path, policy, diff, engine, as_json, allow_truncated, a_name, b_name = task
+    try:
+        first = _worker_policy(policy, engine)
+        second = _worker_policy(diff, engine) if diff else None
+        summary = Summary()
+        listed: list[dict] = []
+        total = changed = 0
+        header = truncated = text_file = None
+        with contextlib.ExitStack() as stack:
+            out = None
+            if not as_json:
+                fd, text_file = tempfile.mkstemp(prefix="sysdispatch-replay-", suffix=".txt")
+                out = stack.enter_context(open(fd, "w", encoding="utf-8"))
+            readers: list[TraceReader] = []
+
+            def on_trace(reader: TraceReader) -> None:
+                readers.append(reader)
+                h = reader.header
+                if out is not None:
+                    print(f"trace {reader.path} ({' '.join(h.command)}; {h.mode}, {h.arch}): "
+                          f"replaying with {first.label} ({_provenance(h, first)})", file=out)
+
+            for r in replay([path], first, load_other=second, allow_truncated=allow_truncated,
+                            on_trace=on_trace):
+                total += 1
+                summary(r.as_event())
+                if r.changed:
+                    changed += 1
+                    if as_json:
+                        listed.append(difference_json(r, a_name, b_name))
+                    else:
+                        print(_difference_line(r, a_name, b_name), file=out)
+            header, truncated = readers[0].header, readers[0].truncated
+        return _TraceResult(path, header, summary, total, changed, listed, truncated, text_file)
+    except (SysdispatchError, OSError) as exc:
+        # Exceptions with locations do not always survive pickling: hand back the one line.
+        msg = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and \
+            exc.filename is not None and exc.strerror else str(exc)
+        return _TraceResult(path, None, Summary(), 0, 0, [], None, text_file, error=msg)
+
+
+def _replay_parallel(args, a_name: str, b_name: str, hook) -> list[_TraceResult]:
+    """Replay each trace in a worker; print each one's lines in file order as they come in."""
+    tasks = [(str(t), args.policy, args.diff, args.engine, args.json, args.allow_truncated,
+              a_name, b_name) for t in args.traces]
+    sizes = {}
+    for t in args.traces:
+        with contextlib.suppress(OSError):
+            sizes[str(t)] = os.path.getsize(t)
+    results: list[_TraceResult] = []
+    sys.stdout.flush()  # forked workers must not inherit (and never write) unflushed output
+    ctx = multiprocessing.get_context("fork")
+    workers = min(args.jobs, len(tasks))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        try:
+            for res in pool.map(_replay_one, tasks):
+                if res.text_file is not None:
+                    with open(res.text_file, encoding="utf-8") as f:
+                        for chunk in iter(lambda: f.read(1 << 16), ""):
+                            sys.stdout.write(chunk)
+                    os.unlink(res.text_file)
+                    res.text_file = None
+                if res.error is not None:
+                    raise SysdispatchError(res.error)
+                if hook is not None:
+                    size = sizes.get(res.path, 0)
+                    hook(res.path, size, size)
+                results.append(res)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return results
+
+
+def _merge_summary(into: Summary, part: Summary) -> None:
+    """Add one trace's counts to the running summary, as if its events came after the others'."""
+    for key, row in part.rows_by_key.items():
+        mine = into.rows_by_key.get(key)
+        if mine is None:
+            into.rows_by_key[key] = row
+            continue
+        mine.calls += row.calls
+        mine.reported_only += row.reported_only
+        mine.verdicts.update(row.verdicts)
+        mine.handlers.update(row.handlers)
+    into.pids |= part.pids
+    into.tids |= part.tids
+    if part.events:
+        if into.first_time is None:
+            into.first_time = part.first_time
+        into.last_time = part.last_time
+    into.events += part.events

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -60,22 +61,53 @@ def decided(ev: Event, decision: DecisionLike) -> Event:
                                handler=decision.handler or "default", path=tuple(decision.path))
 
 
+# Progress is reported by time, not per event: a clock read every PROGRESS_CHECK events keeps the
+# cost per event near zero, and at most one report per PROGRESS_INTERVAL keeps a terminal calm.
+PROGRESS_CHECK = 512
+PROGRESS_INTERVAL = 0.1
+
+ProgressHook = Callable[[str, int, int], None]   # (trace path, bytes read, file size)
+
+
 def replay(traces: Iterable[str | os.PathLike], load_policy: Callable[[], PolicyLike], *,
            load_other: Callable[[], PolicyLike] | None = None, allow_truncated: bool = False,
-           on_trace: Callable[[TraceReader], None] | None = None) -> Iterator[Replayed]:
+           on_trace: Callable[[TraceReader], None] | None = None,
+           on_progress: ProgressHook | None = None) -> Iterator[Replayed]:
     """Replay every event of every trace, in order. ``load_policy`` (and ``load_other``) are
     called once per trace for a fresh policy; ``on_trace`` sees each opened reader (its header
-    before the events, its ``truncated`` note after them)."""
+    before the events, its ``truncated`` note after them). ``on_progress(path, done, size)`` is
+    called when a trace is opened, at most every PROGRESS_INTERVAL seconds while it is read
+    (``done``: bytes read), and once at its end with ``done == size``."""
     for path in traces:
         with TraceReader(path, allow_truncated=allow_truncated) as reader:
             policy = load_policy()
             other = load_other() if load_other is not None else None
             if on_trace is not None:
                 on_trace(reader)
-            for ev in reader:
+            size = _size(reader)
+            if on_progress is not None:
+                on_progress(reader.path, _position(reader), size)
+            last = time.monotonic()
+            for n, ev in enumerate(reader, 1):
                 data = ev.seccomp_data()
                 yield Replayed(reader.path, reader.line, ev, policy.decide(data),
                                other.decide(data) if other is not None else None)
+                if on_progress is not None and n % PROGRESS_CHECK == 0:
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_INTERVAL:
+                        last = now
+                        on_progress(reader.path, _position(reader), size)
+            if on_progress is not None:
+                on_progress(reader.path, size, size)
+
+
+def _size(reader: TraceReader) -> int:
+    return os.fstat(reader._file.fileno()).st_size
+
+
+def _position(reader: TraceReader) -> int:
+    # TraceReader reads the file line by line in binary mode, so tell() is the bytes consumed.
+    return reader._file.tell()
 
 
 # --- describing events for people ---------------------------------------------------------------
