@@ -6,6 +6,7 @@ The replay loop (sysdispatch.trace.replay) knows nothing of rich: it calls a pro
 
 from __future__ import annotations
 
+import os
 from typing import IO
 
 from rich.console import Console
@@ -40,5 +41,8 @@ class ReplayProgress:
     def __call__(self, trace: str, done: int, size: int) -> None:
         task = self._tasks.get(trace)
         if task is None:
-            task = self._tasks[trace] = self.progress.add_task(trace, total=max(size, 1))
+            # The file's name, not its whole path: a long path would squeeze the bar and the
+            # percentage out of an 80-column terminal.
+            task = self._tasks[trace] = self.progress.add_task(os.path.basename(trace),
+                                                               total=max(size, 1))
         self.progress.update(task, completed=done if size else 1)
