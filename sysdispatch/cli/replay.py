@@ -137,8 +137,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from ..dash.progress import ReplayProgress
         bar = ReplayProgress(sys.stderr, force_terminal=bool(args.progress))
     if args.jobs > 1 and len(args.traces) > 1:
-        with bar as hook:
-            results = _replay_parallel(args, a_name, b_name, hook)
+        results = _replay_parallel(args, a_name, b_name, bar)
         for res in results:
             if summary.header is None:
                 summary.header = dataclasses.replace(res.header, policy=first.name,
@@ -251,7 +250,7 @@ def _worker_policy(spec: str, engine: str) -> _PolicySource:
 
 
 def _replay_one(task: tuple) -> _TraceResult:
-    path, policy, diff, engine, as_json, allow_truncated, a_name, b_name = task
+    path, policy, diff, engine, as_json, allow_truncated, a_name, b_name, spool = task
     try:
         first = _worker_policy(policy, engine)
         second = _worker_policy(diff, engine) if diff else None
@@ -262,7 +261,7 @@ def _replay_one(task: tuple) -> _TraceResult:
         with contextlib.ExitStack() as stack:
             out = None
             if not as_json:
-                fd, text_file = tempfile.mkstemp(prefix="sysdispatch-replay-", suffix=".txt")
+                fd, text_file = tempfile.mkstemp(suffix=".txt", dir=spool)
                 out = stack.enter_context(open(fd, "w", encoding="utf-8"))
             readers: list[TraceReader] = []
 
@@ -292,10 +291,20 @@ def _replay_one(task: tuple) -> _TraceResult:
         return _TraceResult(path, None, Summary(), 0, 0, [], None, text_file, error=msg)
 
 
-def _replay_parallel(args, a_name: str, b_name: str, hook) -> list[_TraceResult]:
-    """Replay each trace in a worker; print each one's lines in file order as they come in."""
+def _replay_parallel(args, a_name: str, b_name: str, bar) -> list[_TraceResult]:
+    with contextlib.ExitStack() as stack:
+        return _replay_in_workers(stack, args, a_name, b_name, bar)
+
+
+def _replay_in_workers(stack: contextlib.ExitStack, args, a_name: str, b_name: str,
+                       bar) -> list[_TraceResult]:
+    """Replay each trace in a worker; print each one's lines in file order as they come in.
+    The progress bar (``bar``, a context giving the hook) moves a whole file at a time."""
+    # Workers spool their text lines into one directory, removed at the end even when a trace
+    # fails while later ones are still being replayed.
+    spool = stack.enter_context(tempfile.TemporaryDirectory(prefix="sysdispatch-replay-"))
     tasks = [(str(t), args.policy, args.diff, args.engine, args.json, args.allow_truncated,
-              a_name, b_name) for t in args.traces]
+              a_name, b_name, spool) for t in args.traces]
     sizes = {}
     for t in args.traces:
         with contextlib.suppress(OSError):
@@ -305,20 +314,24 @@ def _replay_parallel(args, a_name: str, b_name: str, hook) -> list[_TraceResult]
     ctx = multiprocessing.get_context("fork")
     workers = min(args.jobs, len(tasks))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        # map submits every task, so the workers are forked now, before the bar starts its
+        # refresh thread: a fork never copies a thread that may hold a lock.
+        done = pool.map(_replay_one, tasks)
         try:
-            for res in pool.map(_replay_one, tasks):
-                if res.text_file is not None:
-                    with open(res.text_file, encoding="utf-8") as f:
-                        for chunk in iter(lambda: f.read(1 << 16), ""):
-                            sys.stdout.write(chunk)
-                    os.unlink(res.text_file)
-                    res.text_file = None
-                if res.error is not None:
-                    raise SysdispatchError(res.error)
-                if hook is not None:
-                    size = sizes.get(res.path, 0)
-                    hook(res.path, size, size)
-                results.append(res)
+            with bar as hook:
+                for res in done:
+                    if res.text_file is not None:
+                        with open(res.text_file, encoding="utf-8") as f:
+                            for chunk in iter(lambda: f.read(1 << 16), ""):
+                                sys.stdout.write(chunk)
+                        os.unlink(res.text_file)
+                        res.text_file = None
+                    if res.error is not None:
+                        raise SysdispatchError(res.error)
+                    if hook is not None:
+                        size = sizes.get(res.path, 0)
+                        hook(res.path, size, size)
+                    results.append(res)
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
