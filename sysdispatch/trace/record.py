@@ -319,6 +319,16 @@ class TraceReader:
             self._file.close()
             raise
 
+    @property
+    def size(self) -> int:
+        """The trace file's size in bytes (for progress)."""
+        return os.fstat(self._file.fileno()).st_size
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed so far: lines are read whole in binary mode, so tell() is exact."""
+        return self._file.tell()
+
     def _error(self, message: str, line: int | None = None, col: int | None = None) -> TraceError:
         return TraceError(message, loc=Location(self.path, line if line is not None else self.line,
                                                 col))

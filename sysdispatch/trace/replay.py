@@ -84,9 +84,9 @@ def replay(traces: Iterable[str | os.PathLike], load_policy: Callable[[], Policy
             other = load_other() if load_other is not None else None
             if on_trace is not None:
                 on_trace(reader)
-            size = _size(reader)
+            size = reader.size
             if on_progress is not None:
-                on_progress(reader.path, _position(reader), size)
+                on_progress(reader.path, reader.bytes_read, size)
             last = time.monotonic()
             for n, ev in enumerate(reader, 1):
                 data = ev.seccomp_data()
@@ -96,18 +96,11 @@ def replay(traces: Iterable[str | os.PathLike], load_policy: Callable[[], Policy
                     now = time.monotonic()
                     if now - last >= PROGRESS_INTERVAL:
                         last = now
-                        on_progress(reader.path, _position(reader), size)
+                        on_progress(reader.path, reader.bytes_read, size)
             if on_progress is not None:
                 on_progress(reader.path, size, size)
 
 
-def _size(reader: TraceReader) -> int:
-    return os.fstat(reader._file.fileno()).st_size
-
-
-def _position(reader: TraceReader) -> int:
-    # TraceReader reads the file line by line in binary mode, so tell() is the bytes consumed.
-    return reader._file.tell()
 
 
 # --- describing events for people ---------------------------------------------------------------
