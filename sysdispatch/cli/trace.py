@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", dest="pid", type=int, metavar="PID", help="attach to a running process")
     p.add_argument("--record", metavar="FILE.jsonl", help="write every dispatched syscall")
     p.add_argument("--summary", action="store_true", help="print a table of calls at the end")
+    p.add_argument("--json", action="store_true",
+                   help="with --summary: the summary as JSON (for scripts) instead of the table")
     p.add_argument("--dashboard", action="store_true",
                    help="a live table of the dispatched syscalls (plain lines when stdout is not "
                    "a terminal; 's' toggles sorting by calls/denials)")
@@ -121,8 +123,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         with stack:
             status = tracer.attach(args.pid) if args.pid is not None else tracer.spawn(command)
         if summary is not None:
-            from ..trace.summary import format_text
-            (out or sys.stderr).write(format_text(summary))
+            if args.json:
+                import json
+                (out or sys.stderr).write(json.dumps(summary.to_json(), indent=2) + "\n")
+            else:
+                from ..trace.summary import format_text
+                (out or sys.stderr).write(format_text(summary))
         return status
     finally:
         stack.close()   # stops the dashboard if the tracer failed
