@@ -218,14 +218,20 @@ def _add(a: Scalar, b: Scalar) -> Scalar:
         else:
             umin, umax = 0, U64
     smin, smax = a.smin + b.smin, a.smax + b.smax
-    if smin < S64_MIN or smax > S64_MAX:
-        if smin > S64_MAX:
-            smin, smax = smin - (1 << 64), smax - (1 << 64)
-        elif smax < S64_MIN:
-            smin, smax = smin + (1 << 64), smax + (1 << 64)
-        else:
-            smin, smax = S64_MIN, S64_MAX
+    smin, smax = _wrap_signed(smin, smax)
     return _mk(umin, umax, smin, smax, t)
+
+
+def _wrap_signed(smin: int, smax: int) -> tuple[int, int]:
+    """A signed range computed exactly, brought back into s64: shifted whole when it lies
+    entirely outside, unbounded when it straddles a wrap."""
+    if smin > S64_MAX:
+        return smin - (1 << 64), smax - (1 << 64)
+    if smax < S64_MIN:
+        return smin + (1 << 64), smax + (1 << 64)
+    if smin < S64_MIN or smax > S64_MAX:
+        return S64_MIN, S64_MAX
+    return smin, smax
 
 
 def _sub(a: Scalar, b: Scalar) -> Scalar:
@@ -237,13 +243,7 @@ def _sub(a: Scalar, b: Scalar) -> Scalar:
         else:
             umin, umax = 0, U64
     smin, smax = a.smin - b.smax, a.smax - b.smin
-    if smin < S64_MIN or smax > S64_MAX:
-        if smin > S64_MAX:
-            smin, smax = smin - (1 << 64), smax - (1 << 64)
-        elif smax < S64_MIN:
-            smin, smax = smin + (1 << 64), smax + (1 << 64)
-        else:
-            smin, smax = S64_MIN, S64_MAX
+    smin, smax = _wrap_signed(smin, smax)
     return _mk(umin, umax, smin, smax, t)
 
 
