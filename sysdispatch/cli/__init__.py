@@ -19,6 +19,15 @@ from ..errors import SysdispatchError
 COMMANDS = ("demo", "prog", "bench", "filter", "emu", "check", "policy_io", "verify", "replay",
             "trace", "explain", "generate")
 
+# The modules each top-level command needs (in COMMANDS order): a command's parser is built from
+# these alone, so `sysdispatch trace ...` starts without importing every other command (and its
+# dependencies: benchmarks, the verifier's CLI, the dashboard ...). Most modules register one
+# command of their own name; these are the exceptions (tests check the map against the modules).
+_SHARED = {"disasm": ("check",), "import": ("policy_io",), "export": ("policy_io",),
+           "run": ("policy_io",), "prog": ("prog", "verify")}
+ENTRY_POINTS = {**{name: (name,) for name in COMMANDS if name not in ("policy_io", "verify")},
+                **_SHARED}
+
 EXIT_USAGE = 2
 
 
@@ -27,18 +36,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: tuple[str, ...] = COMMANDS) -> argparse.ArgumentParser:
+    """The argparse tree of ``modules`` (default: every command)."""
     parser = _Parser(prog="sysdispatch",
                      description="Syscall tracing and seccomp-filter emulation on an eBPF machine.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
+    for name in modules:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
+def _modules_for(argv: list[str]) -> tuple[str, ...]:
+    """The modules to build the parser from: the command's own when argv names one, else all
+    (top-level help, a typo: argparse then lists every command)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return ENTRY_POINTS.get(word, COMMANDS)
+    return COMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(_modules_for(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

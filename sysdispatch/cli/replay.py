@@ -34,13 +34,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import SysdispatchError
+from ..policy.parse import default_path
 from ..trace.record import TraceReader, policy_hash
 from ..trace.replay import (Replayed, call_text, difference_json, header_json, replay,
                             verdict_text)
 from ..trace.summary import Summary, format_text
 
 EXIT_DIFFERENT = 1
-EMBEDDED_DEFAULT = Path(__file__).resolve().parents[1] / "data" / "default.toml"
+EMBEDDED_DEFAULT = default_path()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

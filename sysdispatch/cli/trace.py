@@ -64,9 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _policy(args: argparse.Namespace):
     from ..policy.loaded import LoadedPolicy
     from ..trace.record import policy_hash
+    from ..policy.parse import default_path
     from .policy_io import load_policy
-    from .replay import EMBEDDED_DEFAULT
-    path = args.policy or str(EMBEDDED_DEFAULT)
+    path = args.policy or str(default_path())
     data = Path(path).read_bytes()
     model, warnings = load_policy(path)
     for w in warnings:

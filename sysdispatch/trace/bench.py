@@ -4,9 +4,12 @@ One syscall-heavy workload — ``dd if=/dev/zero of=/dev/null bs=1 count=N``, ab
 runs in each *variant*:
 
 * ``native``: no tracer;
+* ``floor``: no tracer and no Python: a small C loader (:data:`FLOOR_LOADER`, built with gcc)
+  installs a one-instruction seccomp filter (``RET ALLOW``) and execs dd. It is the least *any*
+  seccomp filter costs — every syscall takes the kernel's seccomp entry path — and so the floor
+  under ``sparse``, whose prefilter must be a seccomp filter;
 * ``kernel``: no tracer, but :data:`SPARSE_POLICY` as a real seccomp filter
-  (``sysdispatch run --kernel``): the floor for ``sparse``, since any seccomp filter puts every
-  syscall on the kernel's slower entry path;
+  (``sysdispatch run --kernel``): ``floor`` plus sysdispatch's start-up and libseccomp's filter;
 * ``strace``: ``strace -f -qq -o /dev/null`` (the yardstick);
 * ``full``: ``sysdispatch trace --all`` with the default policy: every syscall stops and is
   dispatched through the policy's programs;
@@ -18,6 +21,10 @@ so a drifting machine load hits all alike) and each round gives *paired* ratios 
 time over native's and over strace's in the same round. The table shows the median and the
 spread ((max - min) / median) of times and ratios. Each run must exit 0 and dd must report N
 records copied, so a variant cannot win by not doing the work.
+
+Before the first round the package's modules are byte-compiled (``compileall``), as an installed
+package has them; otherwise, with ``PYTHONDONTWRITEBYTECODE`` set, every run of sysdispatch would
+compile its sources again and the start-up measured would be an editable checkout's.
 
 With ``--cpu C`` every command runs under ``taskset -c C``: tracer and tracee on one CPU (the
 tracee inherits the affinity), which avoids cross-CPU wake-ups at every ptrace stop; compare
@@ -42,12 +49,36 @@ from pathlib import Path
 
 from ..errors import TraceError
 
-VARIANTS = ("native", "kernel", "strace", "full", "sparse")
+VARIANTS = ("native", "floor", "kernel", "strace", "full", "sparse")
 # (numerator, denominator) ratios shown, with the goal where there is one.
 RATIOS: tuple[tuple[str, str, float | None], ...] = (
     ("strace", "native", None), ("full", "native", None), ("full", "strace", 0.6),
-    ("sparse", "native", 1.15), ("kernel", "native", None), ("sparse", "kernel", None),
+    ("sparse", "native", 1.15), ("floor", "native", None), ("kernel", "native", None),
+    ("sparse", "floor", None), ("sparse", "kernel", None),
 )
+
+# The floor variant's loader: no_new_privs, a filter of one instruction (RET ALLOW), exec argv[1:].
+FLOOR_LOADER = r"""
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    struct sock_filter insns[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+    struct sock_fprog prog = { 1, insns };
+    if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+        perror("floor loader");
+        return 125;
+    }
+    execvp(argv[1], argv + 1);
+    perror(argv[1]);
+    return 127;
+}
+"""
 
 SPARSE_POLICY = """\
 # bench-sparse: handlers only for syscalls dd makes a few times (at start-up), so a tracer that
@@ -86,12 +117,31 @@ def workload(count: int) -> list[str]:
     return ["dd", "if=/dev/zero", "of=/dev/null", "bs=1", f"count={count}"]
 
 
-def commands(count: int, sparse_policy: str, cpu: int | None) -> dict[str, list[str]]:
+def build_floor_loader(directory: str) -> str:
+    """Compile :data:`FLOOR_LOADER` into ``directory``; the executable's path."""
+    src, exe = Path(directory) / "floor.c", Path(directory) / "floor"
+    src.write_text(FLOOR_LOADER, encoding="utf-8")
+    res = subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], capture_output=True, text=True)
+    if res.returncode != 0:
+        first = (res.stderr.strip().splitlines() or ["(no output)"])[0]
+        raise TraceError(f"bench trace: building the floor loader failed: {first}")
+    return str(exe)
+
+
+def byte_compile() -> None:
+    """Byte-compile the package (see the module docstring) so runs measure an installed start-up."""
+    import compileall
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1]), quiet=2)
+
+
+def commands(count: int, sparse_policy: str, cpu: int | None,
+             floor_loader: str = "floor") -> dict[str, list[str]]:
     """The command line of every variant."""
     me = [sys.executable, "-m", "sysdispatch"]
     dd = workload(count)
     cmds = {
         "native": dd,
+        "floor": [floor_loader, *dd],
         "kernel": [*me, "run", "--kernel", sparse_policy, "--", *dd],
         "strace": ["strace", "-f", "-qq", "-o", "/dev/null", *dd],
         "full": [*me, "trace", "--all", "--", *dd],
@@ -181,6 +231,7 @@ def cmd_bench_trace(args: argparse.Namespace) -> int:
     if args.count < 1 or args.rounds < 1:
         raise TraceError("bench trace: --count and --rounds must be >= 1")
     for tool in ["dd"] + (["strace"] if "strace" in variants else []) + \
+            (["gcc"] if "floor" in variants else []) + \
             (["taskset"] if args.cpu is not None else []):
         if shutil.which(tool) is None:
             raise TraceError(f"bench trace: '{tool}' is not installed")
@@ -191,7 +242,9 @@ def cmd_bench_trace(args: argparse.Namespace) -> int:
         if sparse is None:
             sparse = str(Path(tmp) / "bench-sparse.toml")
             Path(sparse).write_text(SPARSE_POLICY, encoding="utf-8")
-        cmds = commands(args.count, sparse, args.cpu)
+        loader = build_floor_loader(tmp) if "floor" in variants else "floor"
+        cmds = commands(args.count, sparse, args.cpu, loader)
+        byte_compile()
         runs = measure(variants, cmds, args.count, args.rounds)
     result = analyse(runs, variants, args.count)
     setup = {

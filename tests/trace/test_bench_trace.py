@@ -117,3 +117,33 @@ def test_registered_as_bench_trace(capsys):
     args = build_parser().parse_args(["bench", "trace", "--count", "7", "--rounds", "1",
                                       "--variants", "native"])
     assert args.func is bench.cmd_bench_trace and args.count == 7
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+def test_floor_loader_installs_one_filter_then_execs(tmp_path):
+    """The floor variant's loader puts the command under a seccomp filter (mode 2, one filter)
+    and nothing else: the command's own output and status come through."""
+    import subprocess
+    loader = bench.build_floor_loader(str(tmp_path))
+    out = subprocess.run([loader, "grep", "-E", "^(Seccomp|Seccomp_filters|NoNewPrivs):",
+                          "/proc/self/status"], capture_output=True, text=True, check=True)
+    fields = dict(line.split(":\t") for line in out.stdout.splitlines())
+    assert fields == {"NoNewPrivs": "1", "Seccomp": "2", "Seccomp_filters": "1"}
+    assert subprocess.run([loader, "sh", "-c", "exit 7"]).returncode == 7
+    assert subprocess.run([loader]).returncode == 125  # nothing to run: refused, not exec'd
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+def test_floor_variant_runs_the_workload(capsys):
+    doc = _run(capsys, "--count", "300", "--rounds", "1", "--variants", "floor,native", "--json")
+    assert doc["setup"]["commands"]["floor"][1:] == bench.workload(300)
+    assert [r["name"] for r in doc["ratios"]] == ["floor / native"]
+
+
+def test_byte_compile_leaves_bytecode_for_the_package():
+    import importlib.util
+    import os
+    import sysdispatch.trace.bench as module
+    bench.byte_compile()
+    pyc = importlib.util.cache_from_source(module.__file__)
+    assert os.path.getmtime(pyc) >= os.path.getmtime(module.__file__)
