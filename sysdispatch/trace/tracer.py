@@ -49,6 +49,7 @@ from typing import Callable, Iterable, TextIO
 
 from ..errors import TraceError
 from ..policy.loaded import LoadedPolicy
+from ..policy.static import static_allowed
 from ..seccomp import actions
 from ..seccomp.data import SeccompData
 from . import decode as _decode
@@ -141,11 +142,11 @@ class Tracer:
         self._syscall = pt.fast_call(pt.PTRACE_SYSCALL)
         self._go = self._cont                 # the resume of a plain ALLOW (attach: SYSCALL)
         self._quiet_allow = not self.sinks and not verbose   # ALLOW needs no event
-        # Syscalls the policy allows whatever their arguments (prefilter.static_allowed): with
+        # Syscalls the policy allows whatever their arguments (policy.static.static_allowed): with
         # --all they still stop, but need no decision — while the policy's tables stay as they
         # were (a live slot swap bumps its generation; without one, no shortcut).
         self._static_generation = _generation(policy)
-        self._static = (_prefilter.static_allowed(policy)
+        self._static = (static_allowed(policy)
                         if self._static_generation is not None else frozenset())
         self._interrupted = False
         self._detaching = False

@@ -15,6 +15,7 @@ from sysdispatch.seccomp import actions
 from sysdispatch.seccomp import arch as _sa
 from sysdispatch.seccomp.data import SeccompData, X32_SYSCALL_BIT
 from sysdispatch.seccomp.stack import ClassicFilter
+from sysdispatch.policy import static
 from sysdispatch.trace import prefilter
 
 from tracer_helpers import policy_file
@@ -36,7 +37,7 @@ def _check(loaded: LoadedPolicy) -> tuple[int, int]:
                for p in prefilter.programs(loaded, dispatch_all=False)]
     rng = random.Random(7)
     allowed = traced = 0
-    for host in prefilter.HOST_ARCHES:
+    for host in static.HOST_ARCHES:
         a = _sa.by_name(host)
         for nr in sorted(set(a.table) | {e + a.nr_base for e in EDGES if e >= 0} | {-1}):
             data = SeccompData(nr, a.audit)
@@ -95,7 +96,7 @@ exit
                                  "dup": "pure_asm", "dup2": "reads_args"},
                       arches=("x86_64",), extra=extra)
     loaded = LoadedPolicy.from_file(pol)
-    plan = prefilter.plan(loaded, "x86_64")
+    plan = static.plan(loaded, "x86_64")
     nr = _sa.X86_64.syscall_number
     assert {nr("read"), nr("dup"), nr("getpid")} <= plan.allowed
     assert {nr("write"), nr("close"), nr("dup2")} <= plan.dispatched
