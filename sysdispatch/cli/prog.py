@@ -78,13 +78,16 @@ def _engines() -> list[str]:
 
 # --- loading -------------------------------------------------------------------------------------
 
-def load_file(path: str, prog_type: ProgType) -> Program:
-    """A program from ``path``: raw instructions for ``.bin``, assembly text otherwise."""
+def load_file(path: str, prog_type: ProgType, maps: dict | None = None) -> Program:
+    """A program from ``path``: raw instructions for ``.bin``, assembly text otherwise;
+    ``maps`` are the maps it may name (``map[NAME]``), by name."""
+    maps = maps or {}
     p = Path(path)
     data = p.read_bytes()
     if p.suffix == ".bin":
         try:
-            return Program.from_bytes(data, prog_type=prog_type, name=p.stem)
+            return Program.from_bytes(data, prog_type=prog_type, name=p.stem,
+                                      maps=list(maps.values()))
         except SysdispatchError as exc:
             raise exc.at(loc=Location(str(p))) from None
     try:
@@ -93,7 +96,7 @@ def load_file(path: str, prog_type: ProgType) -> Program:
         raise SysdispatchError(f"not UTF-8 assembly text (byte {exc.start}); raw programs "
                                "must be named *.bin", loc=Location(str(p))) from None
     from ..vm.asm import assemble
-    return assemble(text, filename=str(p), prog_type=prog_type, name=p.stem)
+    return assemble(text, filename=str(p), prog_type=prog_type, maps=maps, name=p.stem)
 
 
 def parse_hex(text: str, what: str) -> bytes:

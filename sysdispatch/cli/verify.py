@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..errors import Location, SysdispatchError
-from ..vm.program import PROG_TYPES, Program, ProgType
+from ..errors import SysdispatchError
+from ..vm.program import PROG_TYPES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,24 +64,6 @@ def parse_map(spec: str):
                            f"prog_array)")
 
 
-def load(path: str, prog_type: ProgType, maps) -> Program:
-    p = Path(path)
-    data = p.read_bytes()
-    if p.suffix == ".bin":
-        try:
-            return Program.from_bytes(data, prog_type=prog_type, maps=list(maps.values()),
-                                      name=p.stem)
-        except SysdispatchError as exc:
-            raise exc.at(loc=Location(str(p))) from None
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise SysdispatchError(f"not UTF-8 assembly text (byte {exc.start}); raw programs "
-                               "must be named *.bin", loc=Location(str(p))) from None
-    from ..vm.asm import assemble
-    return assemble(text, filename=str(p), prog_type=prog_type, maps=maps, name=p.stem)
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..vm.verifier import COMPLEXITY_LIMIT, verify
 
@@ -90,7 +71,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for spec in args.map:
         m = parse_map(spec)
         maps[m.name] = m
-    prog = load(args.file, PROG_TYPES[args.type], maps)
+    from .prog import load_file
+    prog = load_file(args.file, PROG_TYPES[args.type], maps)
     try:
         vp = verify(prog, PROG_TYPES[args.type], mem_size=args.mem_size, log=args.log,
                     insn_limit=args.limit or COMPLEXITY_LIMIT)

@@ -14,20 +14,9 @@ from sysdispatch.seccomp import arch, cfilter, oracle
 from sysdispatch.vm import cbpf
 
 from conftest import REPO, need_root
+from classic_samples import FILTER_TEXT
 
-TEXT = """\
-.arch x86_64
-A = arch
-if (A != ARCH_X86_64) goto kill
-A = sys_number
-if (A == ptrace) goto kill
-if (A != openat) goto ok
-A = args[2]
-if (A & 0x3) goto deny
-ok: return ALLOW
-deny: return ERRNO(EACCES)
-kill: return KILL_PROCESS
-"""
+TEXT = FILTER_TEXT
 X86 = arch.X86_64
 
 

@@ -12,22 +12,12 @@ from sysdispatch.cli import main
 from sysdispatch.vm import cbpf
 from sysdispatch.vm.cbpf import OPS, CInsn
 
+from classic_samples import FILTER_TEXT
+
 ALLOW = CInsn(cbpf.RET, 0, 0, 0x7FFF0000)
 LD_NR = CInsn(0x20, 0, 0, 0)
 
-TEXT = """\
-.arch x86_64
-A = arch
-if (A != ARCH_X86_64) goto kill
-A = sys_number
-if (A == ptrace) goto kill
-if (A != openat) goto ok
-A = args[2]
-if (A & 0x3) goto deny
-ok: return ALLOW
-deny: return ERRNO(EACCES)
-kill: return KILL_PROCESS
-"""
+TEXT = FILTER_TEXT
 
 
 def test_asm_then_disasm_then_asm_is_stable(tmp_path, capsys):
