@@ -2,9 +2,12 @@
 
 * ``filter dump -p PID [-o DIR]`` — the filters a running process has (PTRACE_SECCOMP_GET_FILTER,
   needs root), oldest first; ``-o DIR`` writes one raw file per filter.
-* ``filter dump [--limit N] [-o DIR] -- CMD ...`` — run CMD under ptrace, collect every filter it
-  installs (at the exit of each seccomp(SET_MODE_FILTER) / prctl(PR_SET_SECCOMP) call), and stop
-  it at the first exec after a filter, at exit, or after N filters — as seccomp-tools does.
+* ``filter dump [--limit N] [-o DIR] -- CMD ...`` — run CMD under ptrace, following its forks,
+  vforks and clones (threads too), and collect every filter any of them installs (at the exit of
+  each seccomp(SET_MODE_FILTER) / prctl(PR_SET_SECCOMP) call); stop at the first exec of a
+  process after it installed filters (as seccomp-tools does) unless another process may still
+  install some, when all have exited, or after N filters in all. The ptrace work is
+  :mod:`sysdispatch.trace.dump`; this module parses arguments and prints.
 * ``filter disasm FILE`` and ``filter asm FILE -o OUT`` — the text syntax of
   :mod:`sysdispatch.seccomp.cfilter`, round-tripping exactly.
 """
@@ -12,9 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import errno as _errno
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -23,9 +23,14 @@ from ..seccomp import arch as _arch
 from ..seccomp import cfilter
 from ..seccomp.stack import ClassicFilter
 
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
-SECCOMP_SET_MODE_FILTER = 1
+_DUMP_EPILOG = """\
+Output: when one process installed filters (or with -p PID), each is shown under
+'# filter I of N, ...' and -o DIR writes DIR/filter-I.bpf. When several processes of
+the command did, each header names the process ('# pid PID: filter I of N, ...') and
+-o DIR writes DIR/pidPID-filter-I.bpf. I counts from 0, the oldest, within one
+process; processes come in the order they installed their first filter. A process
+lists the filters it installed itself: a child also runs under those it inherited
+from its parent, listed under the parent's pid."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     fsub = p.add_subparsers(dest="filter_command", metavar="ACTION", required=True,
                             parser_class=type(p))
 
-    d = fsub.add_parser("dump", help="read the filters of a process (-p PID) or of a command")
+    d = fsub.add_parser("dump", help="read the filters of a process (-p PID) or of a command",
+                        epilog=_DUMP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("-p", "--pid", type=int, help="a running process (needs root)")
     d.add_argument("-o", "--output", metavar="DIR", help="write one raw file per filter here")
     d.add_argument("--limit", type=int, default=0,
-                   help="with a command: stop after this many filters (default: at its first "
-                        "exec after a filter, or its exit)")
+                   help="with a command: stop after this many filters in all processes "
+                        "(default: at the first exec of a process after it installed filters, "
+                        "once no other process may still install one, or when all exited)")
     d.add_argument("--arch", default=None, help="architecture for syscall names (default: native)")
     d.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]: run it and dump")
     d.set_defaults(func=_dump)
@@ -89,151 +96,73 @@ def _asm(args: argparse.Namespace) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
+    from ..trace import dump as _tdump   # lazily: imports python-ptrace
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if (args.pid is None) == (not cmd):
         raise TraceError("give either -p PID or -- CMD [ARG...]")
+    if args.limit < 0:
+        raise TraceError(f"--limit {args.limit}: must be 0 (no limit) or more")
+    arch = _arch_of(args.arch)
     if args.pid is not None:
-        filters = dump_pid(args.pid)
-        origin = f"process {args.pid}"
+        _show_one(_tdump.dump_pid(args.pid), f"process {args.pid}", args, arch)
+        return 0
+    origin = f"'{' '.join(cmd)}'"
+    by_pid = _tdump.dump_command(cmd, limit=args.limit)
+    if len(by_pid) <= 1:
+        _show_one(next(iter(by_pid.values()), []), origin, args, arch)
     else:
-        filters = dump_command(cmd, limit=args.limit)
-        origin = f"'{' '.join(cmd)}'"
-    _show(filters, origin, args)
+        _show_many(by_pid, origin, args, arch)
     return 0
 
 
-def _root_hint(exc: TraceError) -> TraceError:
-    if getattr(exc, "errno", None) in (_errno.EPERM, _errno.EACCES):
-        return TraceError(f"reading seccomp filters needs root (CAP_SYS_ADMIN, and not being "
-                          f"under seccomp yourself): {exc}")
-    return exc
+def _order(i: int, n: int) -> str:
+    if n < 2:
+        return ""
+    return " (oldest)" if i == 0 else (" (newest)" if i == n - 1 else "")
 
 
-def dump_pid(pid: int) -> list[bytes]:
-    """The filters of running process ``pid``, oldest first (stops it briefly)."""
-    from ..trace import ptrace as pt
-    try:
-        pt.seize(pid)
-    except TraceError as exc:
-        if getattr(exc, "errno", None) == _errno.ESRCH:
-            raise TraceError(f"no process {pid}") from None
-        raise _root_hint(exc) from None
-    try:
-        pt.interrupt(pid)
-        while True:
-            _, status = pt.wait(pid)
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                raise TraceError(f"process {pid} exited before its filters could be read")
-            if pt.event(status) == pt.PTRACE_EVENT_STOP:
-                break
-            # A signal arrived first: deliver it and keep waiting for our interrupt.
-            pt.cont(pid, os.WSTOPSIG(status) if os.WSTOPSIG(status) != signal.SIGTRAP else 0)
-        try:
-            return pt.seccomp_filters(pid)
-        except TraceError as exc:
-            raise _root_hint(exc) from None
-    finally:
-        try:
-            pt.detach(pid)
-        except TraceError:
-            pass
-
-
-def dump_command(cmd: list[str], *, limit: int = 0) -> list[bytes]:
-    """Run ``cmd`` under ptrace and return the filters it installs, oldest first."""
-    from ..trace import ptrace as pt
-    r, w = os.pipe()  # carries an exec failure back from the child
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            os.set_inheritable(w, False)
-            pt.traceme()
-            os.kill(os.getpid(), signal.SIGSTOP)
-            os.execvp(cmd[0], cmd)
-        except OSError as exc:
-            os.write(w, f"{cmd[0]}: {exc.strerror}".encode())
-        finally:
-            os._exit(127)
-    os.close(w)
-    found: list[bytes] = []
-    try:
-        _, status = pt.wait(pid)
-        pt.setoptions(pid, pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACEEXEC | pt.PTRACE_O_EXITKILL)
-        pt.syscall(pid)
-        installing = False
-        while True:
-            _, status = pt.wait(pid)
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                break
-            sig = os.WSTOPSIG(status)
-            if sig == pt.SYSCALL_STOP:
-                info = pt.get_syscall_info(pid)
-                if info.op == pt.PTRACE_SYSCALL_INFO_ENTRY:
-                    installing = _installs_filter(info)
-                elif info.op == pt.PTRACE_SYSCALL_INFO_EXIT and installing:
-                    installing = False
-                    if info.rval >= 0:
-                        try:
-                            now = pt.seccomp_filters(pid)
-                        except TraceError as exc:
-                            raise _root_hint(exc) from None
-                        found += now[len(found):]
-                        if limit and len(found) >= limit:
-                            found = found[:limit]
-                            break
-                pt.syscall(pid)
-            elif pt.is_event_stop(status, pt.PTRACE_EVENT_EXEC):
-                if found:
-                    break
-                pt.syscall(pid)
-            else:
-                pt.syscall(pid, 0 if sig == signal.SIGTRAP else sig)
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    failure = os.read(r, 4096).decode(errors="replace")
-    os.close(r)
-    if failure:
-        raise TraceError(failure)
-    return found
-
-
-def _installs_filter(info) -> bool:
-    arch = _arch.by_audit(info.arch)
-    if arch is None:
-        return False
-    on = _arch.for_number(arch, info.nr)
-    nr = info.nr
-    return ((nr == on.syscall_number("seccomp") and info.args[0] == SECCOMP_SET_MODE_FILTER)
-            or (nr == on.syscall_number("prctl") and info.args[0] == PR_SET_SECCOMP
-                and info.args[1] == SECCOMP_MODE_FILTER))
-
-
-def _show(filters: list[bytes], origin: str, args: argparse.Namespace) -> None:
+def _show_one(filters: list[bytes], origin: str, args: argparse.Namespace,
+              arch: _arch.Arch) -> None:
+    """One process's filters: ``filter-<i>.bpf`` files or text, as for ``-p PID``."""
     if not filters:
         print(f"{origin} has no seccomp filters")
         return
     if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        for i, raw in enumerate(filters):
-            path = out / f"filter-{i}.bpf"
-            path.write_bytes(raw)
-            print(f"wrote {path}: {len(raw) // 8} instructions")
+        _write(Path(args.output), [(f"filter-{i}.bpf", raw) for i, raw in enumerate(filters)])
         return
-    arch = _arch_of(args.arch)
     for i, raw in enumerate(filters):
         f = ClassicFilter.from_bytes(raw, name=f"filter {i}")
-        order = " (oldest)" if i == 0 and len(filters) > 1 else (
-            " (newest)" if i == len(filters) - 1 and len(filters) > 1 else "")
-        print(f"# filter {i} of {len(filters)}{order}, {len(f)} instructions, from {origin}")
+        print(f"# filter {i} of {len(filters)}{_order(i, len(filters))}, {len(f)} instructions, "
+              f"from {origin}")
         sys.stdout.write(cfilter.disassemble(f.insns, arch=arch))
         if i != len(filters) - 1:
             print()
+
+
+def _show_many(by_pid: dict[int, list[bytes]], origin: str, args: argparse.Namespace,
+               arch: _arch.Arch) -> None:
+    """Filters of several processes: each header and file name carries the pid; ``<i>``
+    counts within one process (0 = the oldest it installed)."""
+    if args.output:
+        _write(Path(args.output), [(f"pid{pid}-filter-{i}.bpf", raw)
+                                   for pid, filters in by_pid.items()
+                                   for i, raw in enumerate(filters)])
+        return
+    first = True
+    for pid, filters in by_pid.items():
+        for i, raw in enumerate(filters):
+            if not first:
+                print()
+            first = False
+            f = ClassicFilter.from_bytes(raw, name=f"pid {pid} filter {i}")
+            print(f"# pid {pid}: filter {i} of {len(filters)}{_order(i, len(filters))}, "
+                  f"{len(f)} instructions, from {origin}")
+            sys.stdout.write(cfilter.disassemble(f.insns, arch=arch))
+
+
+def _write(out: Path, files: list[tuple[str, bytes]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, raw in files:
+        path = out / name
+        path.write_bytes(raw)
+        print(f"wrote {path}: {len(raw) // 8} instructions")
