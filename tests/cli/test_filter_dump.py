@@ -1,8 +1,10 @@
-"""`sysdispatch filter dump`: the filters of a running process (-p PID) and of a command, compared
-with the bytes a small C program wrote before installing them."""
+"""`sysdispatch filter dump`: the filters of a running process (-p PID) and of a command (and of
+the processes it forks), compared with the bytes a small C program wrote before installing them."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -120,3 +122,76 @@ def test_bad_pid_and_bad_command(capsys, tmp_path):
     assert main(["filter", "dump", "--", str(tmp_path / "nosuch")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nosuch: No such file or directory" in err
+
+
+def leftovers() -> list[str]:
+    """Processes that are our children or traced by us: none may remain after a dump."""
+    me, found = str(os.getpid()), []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if me in (fields.get("PPid", "").strip(), fields.get("TracerPid", "").strip()):
+            found.append(f"{name} {fields.get('Name', '').strip()} {fields.get('State', '')}")
+    return found
+
+
+def test_a_child_of_a_shell_installs_same_output_as_one_process(two_filters, tmp_path, capsys):
+    """sh forks the program (it is not the last command): its filters are found, and with one
+    process installing filters the output is exactly as for a command that installs its own."""
+    need_root()
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    script = f"{two_filters} {src} exit; true"
+    assert main(["filter", "dump", "--", "sh", "-c", script]) == 0
+    text = capsys.readouterr().out
+    first, second = (cfilter.disassemble(cbpf.decode(raw)) for raw in installed(src))
+    assert text == (f"# filter 0 of 2 (oldest), 7 instructions, from 'sh -c {script}'\n{first}\n"
+                    f"# filter 1 of 2 (newest), 6 instructions, from 'sh -c {script}'\n{second}")
+    assert main(["filter", "dump", "-o", str(out), "--", "sh", "-c", script]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["filter-0.bpf", "filter-1.bpf"]
+    assert dumped(out) == installed(src)
+    assert leftovers() == []
+
+
+def test_two_processes_install_filters_headers_and_files_name_the_pid(two_filters, tmp_path,
+                                                                      capsys):
+    need_root()
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    a.mkdir()
+    b.mkdir()
+    script = f"{two_filters} {a} exit & {two_filters} {b} exit; wait"
+    assert main(["filter", "dump", "--", "sh", "-c", script]) == 0
+    text = capsys.readouterr().out
+    headers = re.findall(r"^# pid (\d+): filter (\d) of 2 \((oldest|newest)\), (\d) instructions, "
+                         r"from 'sh -c .*'$", text, re.M)
+    assert len(headers) == 4
+    pids = list(dict.fromkeys(h[0] for h in headers))
+    assert len(pids) == 2
+    for pid in pids:
+        assert [(i, order, n) for p, i, order, n in headers if p == pid] == [
+            ("0", "oldest", "7"), ("1", "newest", "6")]
+    assert main(["filter", "dump", "-o", str(out), "--", "sh", "-c", script]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    pids = sorted({re.fullmatch(r"pid(\d+)-filter-[01]\.bpf", n).group(1) for n in names})
+    assert len(pids) == 2 and len(names) == 4
+    for pid in pids:
+        assert [(out / f"pid{pid}-filter-{i}.bpf").read_bytes() for i in (0, 1)] == installed(a)
+    assert installed(a) == installed(b)
+    assert leftovers() == []
+
+
+def test_a_fork_storm_without_filters_exits_cleanly(capsys):
+    need_root()
+    script = "for i in $(seq 40); do (true) & done; (sh -c 'true & true & wait') & wait"
+    assert main(["filter", "dump", "--", "sh", "-c", script]) == 0
+    assert capsys.readouterr().out == f"'sh -c {script}' has no seccomp filters\n"
+    assert leftovers() == []
+
+
+def test_bad_limit_one_line():
+    r = run_cli("filter", "dump", "--limit", "-1", "--", "true")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr == "sysdispatch: --limit -1: must be 0 (no limit) or more\n"
