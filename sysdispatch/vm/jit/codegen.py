@@ -45,9 +45,10 @@ from dataclasses import dataclass
 
 from ...errors import EncodingError
 from .. import semantics as sem
-from ..isa import PSEUDO_MAP_FD, Insn
+from ..isa import MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn
 from ..program import TAIL_CALL, Program, jump_target
 from .emit import condition, narrowed, stack_offset, statement
+from .lean import analyse_lean
 
 PARAMS = "env, mem, depth, left, blk"
 ARGS = "env, mem, depth, left"
@@ -77,6 +78,11 @@ class Generated:
     helper_ids: tuple[int, ...]
     tail_maps: tuple[int, ...] = ()
     roots: tuple[int, ...] = ()
+    # the lean function L (see .lean), when the program is lean: the longest path it may take,
+    # and whether it reads the ctx directly (then it needs r1 to be the ctx pointer at entry)
+    lean_longest: int | None = None
+    lean_ctx: bool = False
+    lean_stores: bool = False  # whether it stores into the ctx
 
 
 @dataclass(frozen=True)
@@ -158,13 +164,16 @@ class _Region:
     """What one budget check covers: a root's code up to where control leaves it, or the code
     after a bpf-to-bpf call. ``longest`` is its longest path in instructions."""
 
-    __slots__ = ("lines", "index", "ind", "pc", "longest")
+    __slots__ = ("lines", "index", "ind", "pc", "longest", "checked")
 
-    def __init__(self, lines: list, ind: int, pc: int) -> None:
+    def __init__(self, lines: list, ind: int, pc: int, checked: bool = True) -> None:
         self.lines, self.index, self.ind, self.pc, self.longest = lines, len(lines), ind, pc, 0
+        self.checked = checked
         lines.append(None)  # the check, written once the longest path is known
 
     def close(self) -> None:
+        if not self.checked:  # a lean function: its entry checked the whole program's budget
+            return
         self.lines[self.index] = (
             self.ind, f"if left < {self.longest}: return SLOW(F, {ARGS}, {self.pc}, {REGS})",
             self.pc)
@@ -211,13 +220,18 @@ class _Layout:
     budget runs out at the interpreter's pc, after the interpreter's side effects.
     """
 
-    def __init__(self, program: Program, fast_tail: bool) -> None:
+    def __init__(self, program: Program, fast_tail: bool,
+                 lean: dict[int, frozenset[int]] | None = None) -> None:
         self.program = program
         self.blocks, self.entries, self.leaders = analyse(program)
         self.preds = self._predecessors()
         self.roots = {b for b in self.preds if b in self.entries or not self._inlinable(b)}
         self.fast_tail = fast_tail
         self.tail_sites = _tail_map_sites(program, self.leaders) if fast_tail else {}
+        # lean mode (see .lean): registers holding the ctx pointer before each pc
+        self.lean = lean
+        self.lean_ctx = False
+        self.lean_stack = lean is not None and _direct_stack(program)
         self.map_consts: list[int] = []
         self.helper_ids: set[int] = set()
         self.regions: list[_Region] = []
@@ -264,7 +278,7 @@ class _Layout:
         return out
 
     def _region(self, lines: list, ind: int, pc: int) -> _Region:
-        region = _Region(lines, ind, pc)
+        region = _Region(lines, ind, pc, self.lean is None)
         self.regions.append(region)
         return region
 
@@ -310,13 +324,26 @@ class _Layout:
             emit = _emitter(lines, ind, pc)
             if kind == "exit":
                 path.leave()
-                emit(f"return None, {path.left()}, {REGS_UPTO5}")
+                if self.lean is None:
+                    emit(f"return None, {path.left()}, {REGS_UPTO5}")
+                else:  # the run's result itself; the stack goes back to the pool
+                    if self.lean_stack:
+                        emit("SP(sv)")
+                    used = f"ms - left + {path.pending}" if path.pending else "ms - left"
+                    emit(f"return TN(RR, (r0, {used}, ch, tc))")
                 return None
             if kind in ("call", "callx", "local_call"):
-                self._call(emit, lines, ind, pc, insn, spec, path)
+                if self.lean is None:
+                    self._call(emit, lines, ind, pc, insn, spec, path)
+                else:
+                    self._lean_tail(emit, pc, path)
             else:
+                ctx = None
+                if self.lean is not None:
+                    ctx = (self.lean[pc], program.prog_type.ctx_size)
                 try:
-                    statement(emit, program, pc, insn, spec, narrow, self.map_consts)
+                    if statement(emit, program, pc, insn, spec, narrow, self.map_consts, ctx):
+                        self.lean_ctx = True
                 except ValueError as exc:
                     raise EncodingError(str(exc), pc=pc) from None
             narrowed(narrow, program, pc, insn, spec)
@@ -344,6 +371,20 @@ class _Layout:
             self.helper_ids.add(insn.imm)
             emit(f"v = H{insn.imm}(env, r1, r2, r3, r4, r5)")
             emit(f"if v is not None: r0 = v & {hex(sem.M64)}")
+
+    def _lean_tail(self, emit, pc: int, path: _Path) -> None:
+        """``tail_call`` in a lean function: tail_call_into's checks on the known map, then the
+        callee and the run's state go back to the trampoline (runtime.lean_follow) as a TT."""
+        path.flush(emit)
+        path.leave()
+        site = self.tail_sites[pc]
+        emit(f"i = r3 & {hex(sem.M32)}")
+        emit(f"t = M{site}.slots")
+        emit(f"if i < len(t) and tc < {MAX_TAIL_CALL_CNT}:")
+        emit("tc += 1", 1)
+        emit("t = t[i]", 1)
+        emit("if t is not None:", 1)
+        emit(f"return TN(TT, (t, ch, tc, ms, left, cb, n, sv, {REGS}))", 2)
 
     def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int,
               path: _Path) -> set[int]:
@@ -385,10 +426,48 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     head.append((1, "while True:", -1))
     lines = head
     _tree(lines, roots, bodies, 2)
+    lean_longest, lean_ctx, lean_stores = None, False, False
+    facts = analyse_lean(program, layout.blocks, layout.tail_sites, _writes)
+    if facts is not None:
+        lean_ctx = _lean(lines, program, fast_tail, facts[0])
+        lean_longest = facts[1]
+        lean_stores = any(spec is not None and spec.kind in ("st", "stx")
+                          and insn.dst in facts[0].get(pc, ())
+                          for pc, (insn, spec) in enumerate(zip(program.insns, program.specs)))
     text = "\n".join("    " * ind + line for ind, line, _ in lines) + "\n"
     return Generated(text, tuple(pc for _, _, pc in lines), tuple(layout.map_consts),
                      tuple(sorted(layout.helper_ids)),
-                     tuple(sorted(set(layout.tail_sites.values()))), tuple(roots))
+                     tuple(sorted(set(layout.tail_sites.values()))), tuple(roots),
+                     lean_longest, lean_ctx, lean_stores)
+
+
+# L's parameters: the run's chain so far, max_steps, the budget left, the ctx bytes and their
+# length, the tail-call count, the frame's stack (buffer and word views, or None: not made yet)
+# and the registers, r1 and r2 first (what an entry from runtime.run sets).
+LEAN_PARAMS = ("ch, ms, left, cb, n, r1, r2, tc=0, sv=None, "
+               + ", ".join(f"r{i}=0" for i in (0, 3, 4, 5, 6, 7, 8, 9)))
+
+
+def _lean(lines: list, program: Program, fast_tail: bool,
+          facts: dict[int, frozenset[int]]) -> bool:
+    """Append the lean function ``L`` (see :mod:`.lean`) to ``lines``; returns whether it reads
+    the ctx directly."""
+    layout = _Layout(program, fast_tail, facts)
+    bodies = layout.write_roots()
+    for body in bodies.values():
+        body[:] = [line for line in body if line is not None]
+    lines.append((0, f"def L({LEAN_PARAMS}):", -1))
+    if _direct_stack(program):
+        lines.append((1, "if sv is None: sv = STK()", -1))
+        lines.append((1, "stk, s8, s4, s2 = sv", -1))
+    roots = sorted(bodies)
+    if len(roots) > 1:
+        lines.append((1, "blk = 0", -1))
+        lines.append((1, "while True:", -1))
+        _tree(lines, roots, bodies, 2)
+    else:
+        _tree(lines, roots, bodies, 1)
+    return layout.lean_ctx
 
 
 def _tree(lines: list, roots: list[int], bodies: dict[int, list], ind: int) -> None:

@@ -216,11 +216,31 @@ def _missing_helper(hid: int) -> Callable:
 
 # --- compiling and caching -----------------------------------------------------------------------
 
+# What lean functions call (runtime.py fills it: CF, CS; and STK, SP, TN, RR, TT into _BASE_NS).
+LEAN_NS: dict[str, Any] = {}
 _BASE_NS: dict[str, Any] = dict(sem.ENV, CALL=local_call, RAN_OFF=_ran_off, STACK=frame_stack,
                                 TOPS=tuple(Memory.stack_top(k) for k in range(MAX_CALL_FRAMES)))
 for _size in (1, 2, 4, 8):
     _BASE_NS[f"U{_size}"] = UNPACK[_size]
     _BASE_NS[f"P{_size}"] = PACK[_size]
+
+
+class Lean:
+    """A lean program's entry (see :mod:`.lean`): ``fn`` the lean function ``L``, ``longest``
+    the budget it needs, ``ctx`` whether it needs r1 to be the ctx pointer, ``any_table``
+    whether it runs the same under every helper table and host (it calls nothing at all)."""
+
+    __slots__ = ("fn", "longest", "ctx", "any_table", "size", "copy", "zero")
+
+    def __init__(self, fn: Callable, longest: int, ctx: bool, any_table: bool,
+                 program: Program, stores: bool) -> None:
+        self.fn, self.longest, self.ctx, self.any_table = fn, longest, ctx, any_table
+        ptype = program.prog_type
+        self.size = ptype.ctx_size
+        # the caller's bytes are used as they are, but a program that stores into a writable
+        # ctx gets a copy of bytes (a bytearray is used in place), as in the interpreter
+        self.copy = stores and ptype.ctx_writable
+        self.zero = bytes(self.size)  # the ctx of a run given none
 
 
 class Compiled:
@@ -284,6 +304,9 @@ def unwrap(obj: Any) -> Program:
 # with the helper table it was compiled for: it lives and dies with the program, and finding it
 # is one dict lookup. The function refers to its program only weakly, so no cycle keeps either.
 ATTR = "_jit_code"
+# The program's Lean entry, or False when it is not lean: set by the first compile, whatever
+# the table (a lean program with tail calls runs lean only under the standard table).
+LEAN = "_jit_lean"
 # source -> code object: programs with equal instructions (say, many identical handlers) share
 # one compile. Bounded in entries, and only sources of a modest size are kept.
 _CODE: dict[str, CodeType] = {}
@@ -323,6 +346,9 @@ def compiled_for(program: Program, table: dict) -> Compiled:
                 _CODE[generated.source] = code
     ref = weakref.ref(program)
     ns = dict(_BASE_NS, **consts)
+    ptype = program.prog_type
+    ns["CF"] = functools.partial(LEAN_NS["CF"], ptype)
+    ns["CS"] = functools.partial(LEAN_NS["CS"], ptype)
     for hid in generated.helper_ids:
         helper = table.get(hid)
         ns[f"H{hid}"] = helper.impl if helper is not None else _missing_helper(hid)
@@ -337,6 +363,14 @@ def compiled_for(program: Program, table: dict) -> Compiled:
     exec(code, ns)  # noqa: S102 - source generated from instruction fields only
     c = Compiled(ns["F"], table, generated, ref)
     program.__dict__[ATTR] = c
+    if LEAN not in program.__dict__ or (program.__dict__[LEAN] is False and fast_tail):
+        lean: Lean | bool = False
+        if generated.lean_longest is not None and all(
+                ns[f"TM{pc}"] is _TAIL_INTO for pc in generated.tail_maps):
+            lean = Lean(ns["L"], generated.lean_longest, generated.lean_ctx,
+                        not generated.tail_maps and not generated.helper_ids, program,
+                        generated.lean_stores)
+        program.__dict__[LEAN] = lean
     return c
 
 

@@ -54,8 +54,12 @@ def condition(insn: Insn, spec, narrow: set[int]) -> str:
 
 
 def statement(emit: Emit, program: Program, pc: int, insn: Insn, spec, narrow: set[int],
-              map_consts: list[int]) -> None:
-    """The code of an instruction that does not transfer control (no jump, call or exit)."""
+              map_consts: list[int], ctx: tuple[frozenset[int], int] | None = None) -> bool:
+    """The code of an instruction that does not transfer control (no jump, call or exit).
+
+    ``ctx``, in a lean function (see :mod:`.lean`): the registers holding the ctx pointer here
+    and the type's ctx size (0: caller memory of any size); an access through one of them reads
+    the ctx bytes ``cb`` directly. Returns whether it did."""
     kind, op = spec.kind, spec.op
     dst, src, off = insn.dst, insn.src, insn.off
     if kind in ("alu", "alu32", "neg"):
@@ -75,17 +79,24 @@ def statement(emit: Emit, program: Program, pc: int, insn: Insn, spec, narrow: s
         expr = sem.end_expr("le" if op == "le" else "be", spec.size)
         emit(f"r{dst} = {paste(expr, a=f'r{dst}')}")
     elif kind in ("ldx", "ldxs"):
+        if ctx is not None and src in ctx[0]:
+            _ctx_load(emit, dst, src, off, spec.size, kind == "ldxs", ctx[1])
+            return True
         _load(emit, dst, src, off, spec.size, kind == "ldxs")
     elif kind in ("st", "stx"):
         size = spec.size
         value = (lit(insn.imm & SIZE_MASK[size]) if kind == "st"
                  else f"r{src}" if size == 8 or (size == 4 and src in narrow)
                  else f"(r{src} & {lit(SIZE_MASK[size])})")
+        if ctx is not None and dst in ctx[0]:
+            _ctx_store(emit, dst, off, size, value, ctx[1], program.prog_type.ctx_writable)
+            return True
         _store(emit, dst, off, size, value)
     elif kind == "atomic":
         _atomic(emit, dst, src, off, spec.size, op, narrow)
     else:  # control transfers are the caller's; anything else is a new OpSpec kind
         raise ValueError(f"no JIT code for '{spec.name}'")
+    return False
 
 
 def narrowed(narrow: set[int], program: Program, pc: int, insn: Insn, spec) -> None:
@@ -157,6 +168,41 @@ def _load(emit: Emit, dst: int, src: int, off: int, size: int, signed: bool) -> 
     emit(f"r{dst} = {conv(f'U{size}(g.buf, o)[0]')}", 1)
     emit("else:")
     emit(f"r{dst} = {conv(f'mem.load({addr}, {size})')}", 1)
+
+
+def _ctx_load(emit: Emit, dst: int, src: int, off: int, size: int, signed: bool,
+              ctx_size: int) -> None:
+    """A load from the ctx pointer plus ``off``: the ctx bytes ``cb`` (``n`` of them) indexed
+    directly. Outside them, ``CF`` makes the access through a real Memory holding the ctx, which
+    raises the interpreter's fault."""
+    conv = (lambda e: paste(sem.ldxs_expr(size), v=e)) if signed else (lambda e: e)
+    addr = f"r{src} + {off}" if off else f"r{src}"
+    fault = f"CF(cb, {addr}, {size})"
+    item = f"cb[{off}]" if size == 1 else f"U{size}(cb, {off})[0]"
+    if off < 0 or (ctx_size and off + size > ctx_size):
+        emit(f"r{dst} = {conv(fault)}")
+    elif ctx_size:  # a fixed-size ctx: the entry checked its length
+        emit(f"r{dst} = {conv(item)}")
+    else:
+        emit(f"r{dst} = {conv(item)} if n >= {off + size} else {conv(fault)}")
+
+
+def _ctx_store(emit: Emit, dst: int, off: int, size: int, value: str, ctx_size: int,
+               writable: bool) -> None:
+    """A store to the ctx pointer plus ``off``: into ``cb`` when it is writable and the store
+    lies inside it, else through ``CS`` (a real Memory, which raises the interpreter's fault)."""
+    addr = f"r{dst} + {off}" if off else f"r{dst}"
+    slow = f"CS(cb, {addr}, {size}, {value})"
+    fast = f"cb[{off}] = {value}" if size == 1 else f"P{size}(cb, {off}, {value})"
+    if not writable or off < 0 or (ctx_size and off + size > ctx_size):
+        emit(slow)
+    elif ctx_size:
+        emit(fast)
+    else:
+        emit(f"if n >= {off + size}:")
+        emit(fast, 1)
+        emit("else:")
+        emit(slow, 1)
 
 
 def _store(emit: Emit, dst: int, off: int, size: int, value: str) -> None:

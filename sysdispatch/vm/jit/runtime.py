@@ -20,12 +20,13 @@ from typing import Any
 from ...errors import SysdispatchError
 from ..helpers import HELPERS, Env, Helper, Host, Unwind
 from ..interp import DEFAULT_MAX_STEPS, RunResult, _setup
-from ..isa import MAX_CALL_FRAMES, NREGS
-from ..memory import CTX_BASE, Memory, Region
+from ..isa import MAX_CALL_FRAMES, NREGS, STACK_SIZE
+from ..memory import CTX_BASE, STACK_BASE, Memory, Region
 from ..program import Program
-from .compiler import ATTR, Fault, compiled_for, follow, innermost_frame, unwrap
+from . import compiler
+from .compiler import (ATTR, LEAN, Fault, compiled_for, follow, frame, innermost_frame, unwrap,
+                       _tail_from_traceback)
 from ..helpers import TailCall
-from .compiler import _tail_from_traceback
 
 M64 = 0xFFFF_FFFF_FFFF_FFFF
 _NOWHERE = Memory().last  # the memory module's "no region yet" marker
@@ -80,12 +81,56 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
         helpers: dict[int, Helper] | None = None) -> RunResult:
     """Run ``program`` (Program, verified program or :class:`JitProgram`) compiled.
 
-    Same arguments, result and errors as :func:`sysdispatch.vm.interp.run`. The set-up and the
-    release of the pooled run context are written out here: for a short program they are most
-    of the run, and two function calls fewer are a fifth of it.
+    Same arguments, result and errors as :func:`sysdispatch.vm.interp.run`. A lean program
+    (see :mod:`.lean`) whose budget covers its longest path runs its lean function on the
+    caller's bytes, with nothing set up; any other takes the pooled set-up. Both are written out
+    here: for a short program they are most of the run, and a function call fewer is a tenth.
     """
-    table = HELPERS if helpers is None else helpers
     prog = program if program.__class__ is Program else unwrap(program)
+    lean = prog.__dict__.get(LEAN)
+    if lean is None:  # never compiled: compiling decides whether it is lean
+        compiled_for(prog, HELPERS if helpers is None else helpers)
+        lean = prog.__dict__[LEAN]
+    if lean and max_steps >= lean.longest and (
+            lean.any_table or (helpers is None and host is None)):
+        # the caller's bytes as they are, unless the program stores into a writable ctx
+        # (bytes are copied then, as the interpreter's set-up does)
+        size = lean.size
+        if size:  # a fixed ctx: r1 only
+            data = _UNUSUAL if mem is not None else lean.zero if ctx is None else ctx
+            cls = data.__class__
+            if (cls is bytes or cls is bytearray) and len(data) == size:
+                if lean.copy and cls is bytes:
+                    data = bytearray(data)
+                r2 = 0
+            else:
+                data = _UNUSUAL
+        else:  # caller memory: r1 = its address, r2 = its length
+            data = mem if ctx is None else ctx if mem is None else _UNUSUAL
+            cls = data.__class__
+            if cls is bytes or cls is bytearray:
+                if lean.copy and cls is bytes:
+                    data = bytearray(data)
+                r2 = len(data)
+            elif data is None and not lean.ctx:
+                r2 = 0
+            else:
+                data = _UNUSUAL
+        if data is not _UNUSUAL:
+            try:
+                out = lean.fn((prog,), max_steps, max_steps, data, r2,
+                              0 if data is None else CTX_BASE, r2)
+                return out if out.__class__ is RunResult else lean_follow(out)
+            except _Located as located:
+                raise located.exc from None
+            except SysdispatchError as exc:
+                raise _locate(exc, exc.__traceback__, None, None) from None
+    return _pooled(prog, ctx, host, mem, max_steps, HELPERS if helpers is None else helpers)
+
+
+def _pooled(prog: Program, ctx: Any, host: Host | None, mem: Any, max_steps: int,
+            table: dict[int, Helper]) -> RunResult:
+    """A run on the pooled set-up (or the interpreter's, for unusual arguments)."""
     ptype = prog.prog_type
     # --- the ctx or caller memory, as the interpreter's _setup maps it ---
     size = ptype.ctx_size
@@ -138,24 +183,7 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
     env.entry = prog
     c = prog.__dict__.get(ATTR)
     fn = c.fn if c is not None and c.table is table else compiled_for(prog, table).fn
-    # --- the run ---
-    try:
-        try:
-            out = fn(env, memory, 0, max_steps, 0, 0, r1, r2, 0, 0, 0, 0, 0, 0, 0)
-        except TailCall as tail:  # from a helper of a caller-given table
-            out = _tail_from_traceback(tail)
-        if out[0] is not None:
-            out = follow(out, env, memory, 0)
-        r0, left = out[2], out[1]
-    except Unwind as unwind:
-        r0 = unwind.value & M64
-        left = getattr(unwind, "jit_left", None)  # set when it came from the slow path
-        if left is None:
-            left = innermost_frame(unwind.__traceback__).tb_frame.f_locals["left"]
-    except Fault as fault:
-        raise _locate(fault.exc, fault.__traceback__, fault.pc, env) from None
-    except SysdispatchError as exc:
-        raise _locate(exc, exc.__traceback__, None, env) from None
+    r0, left = _drive(env, memory, fn, max_steps, (0, r1, r2, 0, 0, 0, 0, 0, 0, 0), 0)
     chain = env.chain
     result = _tuple_new(RunResult, (r0, max_steps - left,
                                     (prog,) if chain is None else tuple(chain), env.tail_calls))
@@ -175,7 +203,139 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
     return result
 
 
-def _locate(exc: SysdispatchError, tb, pc: int | None, env: RunEnv) -> SysdispatchError:
+def _drive(env: RunEnv, memory: Memory, fn, left: int, regs: tuple, blk: int) -> tuple[int, int]:
+    """Run frame 0 from ``fn`` (the entry's compiled function, entered at ``blk``) through
+    every tail call to the exit: (r0, budget left); faults raised with their program and pc."""
+    try:
+        try:
+            out = fn(env, memory, 0, left, blk, *regs)
+        except TailCall as tail:  # from a helper of a caller-given table
+            out = _tail_from_traceback(tail)
+        if out[0] is not None:
+            out = follow(out, env, memory, 0)
+        return out[2], out[1]
+    except Unwind as unwind:
+        left = getattr(unwind, "jit_left", None)  # set when it came from the slow path
+        if left is None:
+            left = innermost_frame(unwind.__traceback__).tb_frame.f_locals["left"]
+        return unwind.value & M64, left
+    except Fault as fault:
+        raise _locate(fault.exc, fault.__traceback__, fault.pc, env) from None
+    except SysdispatchError as exc:
+        raise _locate(exc, exc.__traceback__, None, env) from None
+
+
+# --- what lean functions call ------------------------------------------------------------------
+
+class _Located(Exception):
+    """A fault already given its program and pc, on its way out through a lean function."""
+
+    def __init__(self, exc: SysdispatchError) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+def _ctx_memory(ptype, cb) -> Memory:
+    """A Memory holding the ctx bytes ``cb`` as the interpreter's set-up maps them."""
+    memory = Memory()
+    if cb is not None:
+        memory.local.append(Region(CTX_BASE, cb, ptype.ctx_writable,
+                                   f"{ptype} ctx" if ptype.ctx_size else "mem"))
+    return memory
+
+
+def _ctx_load(ptype, cb, addr: int, size: int) -> int:
+    """A lean function's ctx load outside the ctx: the interpreter's fault (or value)."""
+    return _ctx_memory(ptype, cb).load(addr, size)
+
+
+def _ctx_store(ptype, cb, addr: int, size: int, value: int) -> None:
+    """A lean function's ctx store it cannot make directly: the interpreter's fault (or store)."""
+    _ctx_memory(ptype, cb).store(addr, size, value)
+
+
+_STACKS: list[tuple] = []  # zeroed on the way out of the pool; see lean functions' exits
+_ZERO_STACK = bytes(STACK_SIZE)
+
+
+def _lean_stack() -> tuple:
+    """A zeroed frame stack and its word views (buffer, 8-, 4-, 2-byte) for a lean run."""
+    try:
+        sv = _STACKS.pop()
+    except IndexError:
+        buf = bytearray(STACK_SIZE)
+        mv = memoryview(buf)
+        return (buf, mv.cast("Q"), mv.cast("I"), mv.cast("H"))
+    sv[0][:] = _ZERO_STACK
+    return sv
+
+
+def _stack_back(sv: tuple) -> None:
+    if len(_STACKS) < _POOL_MAX:
+        _STACKS.append(sv)
+
+
+class LeanTail(tuple):
+    """A lean function's taken tail call: (callee, chain so far, tail-call count, max_steps,
+    budget left, ctx bytes, their length, stack views or None, r0, ..., r9)."""
+
+    __slots__ = ()
+
+
+def lean_follow(out: LeanTail) -> RunResult:
+    """The lean trampoline: enter each tail callee's lean function when it has one that fits
+    (budget, r1 the ctx pointer), with no deeper Python stack, else go on on the general path
+    (:func:`promote`)."""
+    while True:
+        callee, ch, tc, ms, left, cb, n, sv, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9 = out
+        prog = callee if callee.__class__ is Program else unwrap(callee)
+        ch = ch + (prog,)
+        lean = prog.__dict__.get(LEAN)
+        if lean is None:
+            try:
+                compiled_for(prog, HELPERS)
+            except SysdispatchError as exc:  # as on the general path: not located in the caller
+                raise _Located(exc) from None
+            lean = prog.__dict__[LEAN]
+        if not (lean and left >= lean.longest and (r1 == CTX_BASE or not lean.ctx)):
+            return promote(prog, ch, tc, ms, left, cb, n, sv,
+                           (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9))
+        out = lean.fn(ch, ms, left, cb, n, r1, r2, tc, sv, r0, r3, r4, r5, r6, r7, r8, r9)
+        if out.__class__ is RunResult:
+            return out
+
+
+def promote(prog: Program, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: int, sv: Any,
+            regs: tuple) -> RunResult:
+    """Go on with ``prog`` (the last of ``ch``, just tail-called) on the general path: the lean
+    run's state — ctx bytes, frame stack, tail-call count, budget — moved into a run context."""
+    entry = ch[0]
+    memory = _ctx_memory(entry.prog_type, cb)
+    env = RunEnv(memory, _DEFAULT_HOST)
+    if sv is not None:  # the frame's stack so far, with its word views
+        region = Region(STACK_BASE, sv[0], True, "stack of frame 0")
+        memory.stacks[0] = region
+        memory.local.append(region)
+        env.stack_views[0] = (region, sv)
+    env.tail_calls = tc
+    env.table = HELPERS
+    env.max_steps = ms
+    env.entry = entry
+    env.chain = list(ch)
+    try:
+        fn = compiled_for(prog, HELPERS).fn
+        r0, left = _drive(env, memory, fn, left, regs, 0)
+    except SysdispatchError as exc:
+        raise _Located(exc) from None
+    return _tuple_new(RunResult, (r0, ms - left, tuple(env.chain), env.tail_calls))
+
+
+compiler.LEAN_NS.update(CF=_ctx_load, CS=_ctx_store)
+compiler._BASE_NS.update(STK=_lean_stack, SP=_stack_back, TN=_tuple_new, RR=RunResult,
+                         TT=LeanTail)
+
+
+def _locate(exc: SysdispatchError, tb, pc: int | None, env: RunEnv | None) -> SysdispatchError:
     """``exc`` with the program, pc and source location of the compiled code that raised it."""
     found = innermost_frame(tb)
     if found is None:  # raised outside compiled code (compiling a tail callee): as it is
@@ -184,6 +344,8 @@ def _locate(exc: SysdispatchError, tb, pc: int | None, env: RunEnv) -> Sysdispat
     program = g["PREF"]()
     if pc is None:
         pc = g["LINES"][found.tb_lineno - 1]
-    if env.chain is not None or found.tb_frame.f_locals["depth"] > 0:
+    local = found.tb_frame.f_locals
+    if (env is not None and env.chain is not None) or local.get("depth", 0) > 0 \
+            or len(local.get("ch", ())) > 1:
         exc.at(context=f"program '{program.name}'")
     return program.error(exc, pc)

@@ -1,0 +1,202 @@
+"""The JIT's lean entries (vm/jit/lean.py): programs with no loop, no helper call and only
+constant-offset ctx and stack accesses run on the caller's bytes with no run context.
+
+Each test pins something the lean path could get wrong and compares with the interpreter: which
+programs are lean, out-of-bounds ctx accesses (same error and pc), stores into caller memory, a
+budget smaller than the longest path (the general path, same steps), tail calls between lean
+programs and into programs that are not lean (registers, stack, count, chain), faults in a lean
+tail callee.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sysdispatch.errors import SysdispatchError, VmError
+from sysdispatch.vm import engine, jit, progen
+from sysdispatch.vm.isa import FP, MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, lddw, make
+from sysdispatch.vm.jit.compiler import LEAN
+from sysdispatch.vm.maps import ProgArray
+from sysdispatch.vm.program import SECCOMP, TAIL_CALL, Program
+
+
+def mov(dst, imm):
+    return make("mov", dst, imm=imm, reg=False)
+
+
+def both(program, **kw):
+    """(interp, jit): a RunResult or the error's (type, str, pc)."""
+    out = []
+    for which in ("interp", "jit"):
+        try:
+            out.append(engine.run(program, engine=which, **kw))
+        except SysdispatchError as exc:
+            out.append((type(exc).__name__, str(exc), exc.pc))
+    return out
+
+
+def is_lean(program) -> bool:
+    jit.compile_program(program)
+    return bool(program.__dict__[LEAN])
+
+
+def test_which_programs_are_lean():
+    ctx_copy = Program.load([make("mov", 6, 1, reg=True), make("ldxw", 0, 6, off=4),
+                             make("exit")], prog_type=SECCOMP)
+    back_to_exit = Program.load([mov(0, 1), make("ja", off=1), make("exit"),
+                                 make("jeq", 0, imm=1, off=-2, reg=False), make("exit")])
+    assert is_lean(ctx_copy) and is_lean(back_to_exit)
+    loop = Program.load([mov(0, 3), make("sub", 0, imm=1, reg=False),
+                         make("jne", 0, imm=0, off=-2, reg=False), make("exit")])
+    helper = Program.load([make("call", imm=5), make("exit")])
+    computed = Program.load([make("mov", 2, 1, reg=True), make("add", 2, imm=4, reg=False),
+                             make("ldxw", 0, 2, off=0), make("exit")])
+    r10_copy = Program.load([make("mov", 2, FP, reg=True), make("ldxdw", 0, 2, off=-8),
+                             make("exit")])
+    join_loses_ctx = Program.load([make("jeq", 2, imm=0, off=1, reg=False), mov(1, 0),
+                                   make("ldxw", 0, 1, off=0), make("exit")])
+    for p in (loop, helper, computed, r10_copy, join_loses_ctx):
+        assert not is_lean(p)
+    for p in (ctx_copy, back_to_exit, loop, computed, r10_copy, join_loses_ctx):
+        a, b = both(p, mem=bytes(16)) if p.prog_type is not SECCOMP else both(p, ctx=bytes(64))
+        assert a == b
+
+
+@pytest.mark.parametrize("off,size", [(12, 4), (13, 4), (15, 1), (16, 1), (-1, 1), (-8, 8),
+                                      (0, 8), (9, 8), (14, 2)])
+def test_ctx_loads_out_of_bounds_fault_like_the_interpreter(off, size):
+    name = {1: "ldxb", 2: "ldxh", 4: "ldxw", 8: "ldxdw"}[size]
+    p = Program.load([mov(0, 0), make(name, 0, 1, off=off), make("exit")])
+    assert is_lean(p)
+    a, b = both(p, mem=bytes(range(16)))
+    assert a == b
+    inside = 0 <= off and off + size <= 16
+    assert (b.r0 == int.from_bytes(bytes(range(16))[off:off + size], "little")) if inside \
+        else (b[0] == "VmError" and b[2] == 1 and "read of" in b[1])
+
+
+def test_seccomp_ctx_loads_past_its_64_bytes_and_stores_fault_at_their_pc():
+    for insns in ([mov(0, 0), make("ldxdw", 0, 1, off=60), make("exit")],
+                  [mov(0, 0), make("ldxw", 0, 1, off=-4), make("exit")],
+                  [mov(0, 0), make("stw", 1, off=0, imm=1), make("exit")],
+                  [mov(0, 0), make("stxb", 1, 0, off=3), make("exit")]):
+        p = Program.load(insns, prog_type=SECCOMP)
+        assert is_lean(p)
+        a, b = both(p, ctx=bytes(64))
+        assert a == b and b[0] == "VmError" and b[2] == 1
+
+
+def test_a_generic_program_with_no_memory_faults_on_its_null_ctx():
+    p = Program.load([make("ldxw", 0, 1, off=0), make("exit")])
+    a, b = both(p)
+    assert a == b and "null pointer" in b[1]
+
+
+def test_stores_reach_caller_memory_in_place_and_bytes_are_not_changed():
+    p = Program.load([make("stw", 1, off=4, imm=0x55), make("stxb", 1, 2, off=0),
+                      make("ldxdw", 0, 1, off=0), make("exit")])
+    assert is_lean(p)
+    for which in ("interp", "jit"):
+        buf = bytearray(8)
+        r = engine.run(p, engine=which, mem=buf)
+        assert buf == bytes([8, 0, 0, 0, 0x55, 0, 0, 0]) and r.r0 == int.from_bytes(buf, "little")
+        frozen = bytes(8)
+        assert engine.run(p, engine=which, mem=frozen).r0 == r.r0 and frozen == bytes(8)
+    a, b = both(p, mem=bytearray(6))  # the stw at offset 4 runs past 6 bytes
+    assert a == b and b[2] == 0
+
+
+def test_a_budget_below_the_longest_path_runs_out_at_the_interpreters_pc():
+    p = Program.load([mov(0, 0), *[make("add", 0, imm=1, reg=False) for _ in range(6)],
+                      make("jeq", 0, imm=6, off=1, reg=False), make("exit"),
+                      make("stdw", FP, off=-8, imm=3), make("ldxdw", 0, FP, off=-8),
+                      make("exit")])
+    assert is_lean(p)
+    for budget in range(0, 13):
+        a, b = both(p, max_steps=budget)
+        assert a == b, budget
+    assert both(p, max_steps=11)[1].steps == 11
+
+
+def test_a_random_lean_program_agrees_with_the_interpreter():
+    seen = 0
+    for seed in range(60):
+        p = Program.load(progen.random_program(random.Random(seed), length=40))
+        if is_lean(p):
+            seen += 1
+        a, b = both(p, mem=bytearray(range(64)))
+        assert a == b, seed
+    assert seen >= 3
+
+
+# --- tail calls ----------------------------------------------------------------------------------
+
+def _link(slot, table, *, stack=True, lean=True):
+    """Count into r9 (kept across tail calls) and the stack, then tail-call ``slot``."""
+    body = [make("add", 9, imm=1, reg=False)]
+    if stack:
+        body += [make("ldxdw", 8, FP, off=-8), make("add", 8, imm=1, reg=False),
+                 make("stxdw", FP, 8, off=-8)]
+    if not lean:
+        body += [make("call", imm=7)]  # get_prandom_u32: a helper call is not lean
+    return Program.load(body + [*lddw(2, 0, PSEUDO_MAP_FD), mov(3, slot),
+                                make("call", imm=TAIL_CALL), make("mov", 0, 9, reg=True),
+                                make("lsh", 0, imm=8, reg=False), make("ldxdw", 8, FP, off=-8),
+                                make("or", 0, 8, reg=True), make("exit")],
+                        maps=[table], name=f"link{slot}")
+
+
+@pytest.mark.parametrize("pattern", ["lean", "mixed", "nostack"])
+def test_a_chain_of_tail_calls_keeps_registers_stack_count_and_chain(pattern):
+    table = ProgArray(40)
+    links = [_link(i + 1, table, stack=pattern != "nostack" or i % 2 == 0,
+                   lean=pattern != "mixed" or i % 3 != 1) for i in range(40)]
+    for i, p in enumerate(links):
+        table.update(i, p)
+    a, b = both(links[0])
+    assert a == b and b.tail_calls == MAX_TAIL_CALL_CNT and len(b.chain) == 34
+    assert b.r0 >> 8 == 34
+
+
+def test_tail_calls_from_a_seccomp_entry_with_a_budget_that_ends_in_the_callee():
+    table = ProgArray(4)
+    handler = Program.load([make("ldxw", 0, 1, off=16), make("add", 0, imm=1, reg=False),
+                            make("exit")], prog_type=SECCOMP, name="h")
+    moved = Program.load([mov(1, 0), make("ldxw", 0, 1, off=16), make("exit")],
+                         prog_type=SECCOMP, name="moved")  # r1 is not the ctx: null pointer
+    table.update(1, handler)
+    table.update(2, moved)
+    entry = Program.load([make("mov", 6, 1, reg=True), make("ldxw", 3, 6, off=0),
+                          *lddw(2, 0, PSEUDO_MAP_FD), make("call", imm=TAIL_CALL),
+                          mov(0, 99), make("exit")], maps=[table], prog_type=SECCOMP)
+    assert is_lean(entry) and is_lean(handler)
+    ctx = (1).to_bytes(4, "little") + bytes(12) + (41).to_bytes(8, "little") + bytes(40)
+    for budget in range(0, 10):
+        a, b = both(entry, ctx=ctx, max_steps=budget)
+        assert a == b, budget
+    assert both(entry, ctx=ctx)[1].r0 == 42
+    a, b = both(entry, ctx=(2).to_bytes(4, "little") + ctx[4:])
+    assert a == b and b[2] == 1 and "program 'moved'" in b[1]
+    a, b = both(entry, ctx=(3).to_bytes(4, "little") + ctx[4:])  # empty slot: falls through
+    assert a == b and b.r0 == 99 and b.tail_calls == 1
+    # the entry leaves r1 = 0: the lean handler, which reads through r1, must not read the ctx
+    no_ctx = Program.load([make("ldxw", 3, 1, off=0), mov(1, 0), *lddw(2, 0, PSEUDO_MAP_FD),
+                           make("call", imm=TAIL_CALL), mov(0, 99), make("exit")],
+                          maps=[table], prog_type=SECCOMP)
+    a, b = both(no_ctx, ctx=ctx)
+    assert a == b and b[0] == "VmError" and "null pointer" in b[1] and "program 'h'" in b[1]
+
+
+def test_a_fault_in_a_lean_tail_callee_names_it():
+    table = ProgArray(1)
+    bad = Program.load([mov(0, 0), make("ldxw", 0, 1, off=100), make("exit")], name="bad")
+    table.update(0, bad)
+    entry = Program.load([*lddw(2, 0, PSEUDO_MAP_FD), mov(3, 0), make("call", imm=TAIL_CALL),
+                          make("exit")], maps=[table], name="entry")
+    assert is_lean(entry) and is_lean(bad)
+    a, b = both(entry, mem=bytes(8))
+    assert a == b and b[2] == 1 and "program 'bad'" in b[1]
+    with pytest.raises(VmError):
+        jit.run(entry, mem=bytes(8))
