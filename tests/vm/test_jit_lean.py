@@ -200,3 +200,61 @@ def test_a_fault_in_a_lean_tail_callee_names_it():
     assert a == b and b[2] == 1 and "program 'bad'" in b[1]
     with pytest.raises(VmError):
         jit.run(entry, mem=bytes(8))
+
+
+# --- chains of jeq tests as one lookup -----------------------------------------------------------
+
+def _chain(values, *, wide=False, targets=None, reg=0):
+    """``if rX == v goto T`` for each value, then a default; T's verdict depends on which
+    target (``targets[i]`` picks one of two verdict blocks)."""
+    n = len(values)
+    targets = targets or [0] * n
+    op = "jeq" if wide else "jeq32"
+    insns = [make("ldxdw", reg, 1, off=0)]
+    for i, v in enumerate(values):  # target 0: pc n+3; target 1: pc n+5
+        to = n + 3 + 2 * targets[i]
+        insns.append(make(op, reg, imm=v, off=to - (i + 1) - 1, reg=False))
+    insns += [mov(0, 7), make("exit"), mov(0, 100), make("exit"), mov(0, 200), make("exit")]
+    if reg != 0:
+        insns[-6] = make("mov", 0, reg, reg=True)
+    return Program.load(insns)
+
+
+def _ctx(value):
+    return (value & (2**64 - 1)).to_bytes(8, "little") + bytes(8)
+
+
+def test_a_jeq_chain_is_one_lookup_with_the_chains_steps():
+    values = [5, 9, 5, 70, 71, 72, 73, 74, 75, 76, 77]  # 5 twice: the first test wins
+    p = _chain(values)
+    assert "J1.get(" in jit.compile_program(p).source
+    for probe in [5, 9, 77, 6, 0, 2**32 + 9, -1]:  # 2**32 + 9: jeq32 sees the low half only
+        a, b = both(p, mem=_ctx(probe))
+        assert a == b and b.r0 in (7, 100), probe
+    assert both(p, mem=_ctx(70))[1].steps == 1 + 4 + 2
+
+
+def test_a_64_bit_jeq_chain_compares_sign_extended_immediates():
+    p = _chain([-1, -2, 3, 4, 5, 6, 7, 8, 9], wide=True)
+    for probe in [-1, 2**32 - 1, -2, 9, 2**63]:
+        a, b = both(p, mem=_ctx(probe))
+        assert a == b, probe
+    assert both(p, mem=_ctx(-1))[1].r0 == 100 and both(p, mem=_ctx(2**32 - 1))[1].r0 == 7
+
+
+def test_chains_with_two_targets_split_and_agree():
+    values = list(range(10, 34))
+    p = _chain(values, targets=[i // 12 for i in range(len(values))], reg=3)
+    source = jit.compile_program(p).source
+    assert "J1.get((r3 & " in source and "J13.get((r3 & " in source
+    for probe in [10, 21, 22, 33, 34]:
+        a, b = both(p, mem=_ctx(probe))
+        assert a == b, probe
+
+
+def test_the_budget_runs_out_inside_a_chain_at_the_interpreters_pc():
+    p = _chain(list(range(100, 120)))
+    for budget in (0, 1, 2, 5, 12, 20, 21, 22, 23, 24):
+        for probe in (104, 119, 1):
+            a, b = both(p, mem=_ctx(probe), max_steps=budget)
+            assert a == b, (budget, probe)

@@ -47,7 +47,7 @@ from ...errors import EncodingError
 from .. import semantics as sem
 from ..isa import MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn
 from ..program import TAIL_CALL, Program, jump_target
-from .emit import condition, narrowed, stack_offset, statement
+from .emit import condition, narrowed, reg, stack_offset, statement
 from .lean import analyse_lean
 
 PARAMS = "env, mem, depth, left, blk"
@@ -59,6 +59,8 @@ REGS_UPTO5 = ", ".join(f"r{i}" for i in range(6))
 MAX_INLINE_DEPTH = 48
 # A block ending the program with at most this many instructions is copied to each jump to it.
 TINY_EXIT = 4
+# A chain of at least this many jeq tests on one register becomes a dict lookup.
+JUMP_TABLE_MIN = 8
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class Generated:
     the pcs whose ``lddw`` loads a map address or map value address (bound as ``K<pc>``);
     ``helper_ids`` the helper ids called directly (bound as ``H<id>``); ``tail_maps`` the pcs of
     ``lddw r2, map`` whose map a following ``tail_call`` uses as it is (bound as ``M<pc>``, with
-    ``TM<pc>`` the tail-call function that takes it); ``roots`` the pcs dispatched by ``blk``.
+    ``TM<pc>`` the tail-call function that takes it); ``roots`` the pcs dispatched by ``blk``;
+    ``jump_tables`` (pc, {value: index}) of each chain of ``jeq`` tests written as a lookup
+    (bound as ``J<pc>``).
     """
 
     source: str
@@ -83,6 +87,7 @@ class Generated:
     lean_longest: int | None = None
     lean_ctx: bool = False
     lean_stores: bool = False  # whether it stores into the ctx
+    jump_tables: tuple[tuple[int, dict[int, int]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ class _Layout:
         self.lean_ctx = False
         self.lean_stack = lean is not None and _direct_stack(program)
         self.map_consts: list[int] = []
+        self.jump_tables: dict[int, dict[int, int]] = {}  # first test's pc -> value -> index
         self.helper_ids: set[int] = set()
         self.regions: list[_Region] = []
 
@@ -315,6 +321,9 @@ class _Layout:
             kind = spec.kind
             path.step()
             if kind in ("jcc", "jcc32"):
+                chain = self._jeq_chain(b, pc, insn, spec, ind)
+                if chain is not None:
+                    return self._jump_table(lines, chain, ind, narrow, forced, path)
                 if b.target != b.end:  # a jump to the next pc needs no test
                     lines.append((ind, f"if {condition(insn, spec, narrow)}:", pc))
                     forced |= self._edge(lines, b.target, ind + 1, narrow, pc, path.copy())
@@ -372,6 +381,50 @@ class _Layout:
             emit(f"v = H{insn.imm}(env, r1, r2, r3, r4, r5)")
             emit(f"if v is not None: r0 = v & {hex(sem.M64)}")
 
+    def _jeq_chain(self, b: Block, pc: int, insn: Insn, spec, ind: int) -> list | None:
+        """The tests of a chain ``if rX == K1 goto T; if rX == K2 goto T; ...`` (libseccomp's
+        shape) that starts with block ``b``'s jump, when it is long enough for a table: each
+        further test a block of its own that only the test before falls into, on the same
+        register and width, to the same target."""
+        if spec.op != "jeq" or spec.reg or b.target == b.end or not self._inlined(b.target, ind):
+            return None
+        tests = [(pc, insn, spec)]
+        nxt = b.end
+        while nxt not in self.roots and nxt in self.blocks:
+            nb = self.blocks[nxt]
+            if nb.count != 1 or nb.term != "jcc" or nb.target != b.target:
+                break
+            t_insn, t_spec = self.program.insns[nxt], self.program.specs[nxt]
+            if t_spec is not spec and (t_spec.kind, t_spec.op, t_spec.reg, t_insn.dst) != \
+                    (spec.kind, spec.op, spec.reg, insn.dst):
+                break
+            tests.append((nxt, t_insn, t_spec))
+            nxt = nb.end
+        return tests if len(tests) >= JUMP_TABLE_MIN else None
+
+    def _jump_table(self, lines: list, tests: list, ind: int, narrow: set[int],
+                    forced: set[int], path: _Path) -> tuple[int, int]:
+        """A chain of ``jeq`` tests as one dict lookup: ``J<pc>`` maps each value to the index
+        ``k`` of the first test it matches; the steps taken are ``k + 1`` on a hit and all the
+        tests on a miss, exactly as the chain would count them."""
+        first, insn, spec = tests[0]
+        bits = sem.width(spec)
+        table: dict[int, int] = {}
+        for k, (_, t_insn, _) in enumerate(tests):
+            table.setdefault(sem.operand(t_insn.imm, bits), k)
+        self.jump_tables[first] = table
+        more = len(tests) - 1  # the first test is already counted
+        lines.append((ind, f"k = J{first}.get({reg(insn.dst, bits, narrow)})", first))
+        lines.append((ind, "if k is not None:", first))
+        lines.append((ind + 1, f"left -= k + {path.pending}" if path.pending else "left -= k",
+                      first))
+        hit = _Path(path.region, path.steps + more, 0)  # the longest hit, for budget checks
+        forced |= self._edge(lines, jump_target(first, insn, spec), ind + 1, narrow, first, hit)
+        path.steps += more
+        path.pending += more
+        end = tests[-1][0] + 1
+        return end, end
+
     def _lean_tail(self, emit, pc: int, path: _Path) -> None:
         """``tail_call`` in a lean function: tail_call_into's checks on the known map, then the
         callee and the run's state go back to the trampoline (runtime.lean_follow) as a TT."""
@@ -428,8 +481,9 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     _tree(lines, roots, bodies, 2)
     lean_longest, lean_ctx, lean_stores = None, False, False
     facts = analyse_lean(program, layout.blocks, layout.tail_sites, _writes)
+    tables = dict(layout.jump_tables)
     if facts is not None:
-        lean_ctx = _lean(lines, program, fast_tail, facts[0])
+        lean_ctx = _lean(lines, program, fast_tail, facts[0], tables)
         lean_longest = facts[1]
         lean_stores = any(spec is not None and spec.kind in ("st", "stx")
                           and insn.dst in facts[0].get(pc, ())
@@ -438,7 +492,7 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     return Generated(text, tuple(pc for _, _, pc in lines), tuple(layout.map_consts),
                      tuple(sorted(layout.helper_ids)),
                      tuple(sorted(set(layout.tail_sites.values()))), tuple(roots),
-                     lean_longest, lean_ctx, lean_stores)
+                     lean_longest, lean_ctx, lean_stores, tuple(sorted(tables.items())))
 
 
 # L's parameters: the run's chain so far, max_steps, the budget left, the ctx bytes and their
@@ -449,11 +503,12 @@ LEAN_PARAMS = ("ch, ms, left, cb, n, r1, r2, tc=0, sv=None, "
 
 
 def _lean(lines: list, program: Program, fast_tail: bool,
-          facts: dict[int, frozenset[int]]) -> bool:
+          facts: dict[int, frozenset[int]], tables: dict) -> bool:
     """Append the lean function ``L`` (see :mod:`.lean`) to ``lines``; returns whether it reads
     the ctx directly."""
     layout = _Layout(program, fast_tail, facts)
     bodies = layout.write_roots()
+    tables.update(layout.jump_tables)
     for body in bodies.values():
         body[:] = [line for line in body if line is not None]
     lines.append((0, f"def L({LEAN_PARAMS}):", -1))

@@ -349,6 +349,8 @@ def compiled_for(program: Program, table: dict) -> Compiled:
     ptype = program.prog_type
     ns["CF"] = functools.partial(LEAN_NS["CF"], ptype)
     ns["CS"] = functools.partial(LEAN_NS["CS"], ptype)
+    for pc, table_ in generated.jump_tables:
+        ns[f"J{pc}"] = table_
     for hid in generated.helper_ids:
         helper = table.get(hid)
         ns[f"H{hid}"] = helper.impl if helper is not None else _missing_helper(hid)
