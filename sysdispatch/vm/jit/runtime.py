@@ -283,7 +283,7 @@ class LeanTail(tuple):
 
 
 def lean_follow(out: LeanTail) -> RunResult:
-    """The lean trampoline: enter each tail callee's lean function when it has one that fits
+    """The lean trampoline: enter the tail callee's lean function when it is a leaf that fits
     (budget, r1 the ctx pointer), with no deeper Python stack, else go on on the general path
     (:func:`promote`)."""
     while True:
@@ -297,7 +297,10 @@ def lean_follow(out: LeanTail) -> RunResult:
             except SysdispatchError as exc:  # as on the general path: not located in the caller
                 raise _Located(exc) from None
             lean = prog.__dict__[LEAN]
-        if not (lean and left >= lean.longest and (r1 == CTX_BASE or not lean.ctx)):
+        # Only a leaf (a callee that calls nothing: a handler) runs lean: a long chain runs
+        # faster on the general trampoline, whose run context is made once.
+        if not (lean and lean.any_table and left >= lean.longest
+                and (r1 == CTX_BASE or not lean.ctx)):
             return promote(prog, ch, tc, ms, left, cb, n, sv,
                            (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9))
         out = lean.fn(ch, ms, left, cb, n, r1, r2, tc, sv, r0, r3, r4, r5, r6, r7, r8, r9)
