@@ -18,6 +18,7 @@ import pytest
 
 from sysdispatch.seccomp import actions
 from sysdispatch.trace import dump
+from sysdispatch.trace import ptrace as pt
 
 from tracer_helpers import GETPGID, GETPPID, MKDIR, classic_filter
 
@@ -113,7 +114,10 @@ TRACEE = textwrap.dedent("""\
         threads = [threading.Thread(target=os.getppid) for _ in range(10)]
         for t in threads: t.start()
         for t in threads: t.join()
-        for pid in pids: os.waitpid(pid, 0)
+        for pid in pids:           # a child stopped by a signal we passed on is seen here
+            while os.WIFSTOPPED(os.waitpid(pid, os.WUNTRACED)[1]):
+                log("stopped")
+                os.kill(pid, signal.SIGCONT)
     """)
 
 
@@ -249,6 +253,7 @@ def test_exec_after_filters_ends_the_run_once_no_other_process_may_install(trace
 def test_a_fork_storm_without_filters_leaves_nothing_behind(tracee, tmp_path):
     log = tmp_path / "log"
     assert dump.dump_command(argv(tracee, "storm", log)) == {}
+    assert "stopped" not in roles(log)
     assert leftovers() == []
 
 
@@ -257,4 +262,55 @@ def test_a_command_that_cannot_start():
         dump.dump_command(["nosuch-cmd"])
     with pytest.raises(dump.TraceError, match="no command"):
         dump.dump_command([])
+    assert leftovers() == []
+
+
+class NewestFirst:
+    """``pt.wait`` for dump's loop, reordered: it collects every stop that is ready and hands
+    out the newest pid's first, so a new child's initial SIGSTOP comes before its parent's
+    fork/clone event (the kernel may report them in either order; here that order is usual
+    only under load). Counts how often that happened."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[int, int]] = []
+        self.seen: set[int] = set()
+        self.child_first = 0
+        self.real = pt.wait
+
+    NEW_TASK = (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE)
+
+    def __call__(self, pid: int = -1, flags: int = pt.WALL) -> tuple[int, int]:
+        if pid != -1:
+            return self.real(pid, flags)
+        if not self.queue:
+            self.queue.append(self.real(-1, flags))
+            if self.queue[0][1] >> 16 in self.NEW_TASK:
+                time.sleep(0.005)   # let the new task reach its first stop too
+            try:
+                while (got := self.real(-1, flags | os.WNOHANG))[0]:
+                    self.queue.append(got)
+            except ChildProcessError:
+                pass
+            self.queue.sort(reverse=True)
+        tid, status = self.queue.pop(0)
+        if os.WIFSTOPPED(status) and status >> 16 in self.NEW_TASK:
+            self.child_first += pt.geteventmsg(tid) in self.seen
+        self.seen.add(tid)
+        return tid, status
+
+
+@pytest.mark.parametrize("mode", ["parent-first", "storm"])
+def test_new_childs_stop_before_its_parents_event_reordered_wait(tracee, tmp_path, monkeypatch,
+                                                                  mode):
+    waiter = NewestFirst()
+    monkeypatch.setattr(dump.pt, "wait", waiter)
+    log = tmp_path / "log"
+    found = dump.dump_command(argv(tracee, mode, log, F_PARENT, F_CHILD))
+    assert waiter.child_first > 0
+    if mode == "storm":
+        assert found == {}
+        assert "stopped" not in roles(log)   # no child ever saw its ptrace SIGSTOP
+    else:
+        assert found == {pid_of(log, "parent"): [F_PARENT], pid_of(log, "child"): [F_CHILD]}
+    monkeypatch.undo()
     assert leftovers() == []
