@@ -4,9 +4,9 @@
   needs root), oldest first; ``-o DIR`` writes one raw file per filter.
 * ``filter dump [--limit N] [-o DIR] -- CMD ...`` — run CMD under ptrace, following its forks,
   vforks and clones (threads too), and collect every filter any of them installs (at the exit of
-  each seccomp(SET_MODE_FILTER) / prctl(PR_SET_SECCOMP) call); stop at the first exec of a
-  process after it installed filters (as seccomp-tools does) unless another process may still
-  install some, when all have exited, or after N filters in all. The ptrace work is
+  each seccomp(SET_MODE_FILTER) / prctl(PR_SET_SECCOMP) call); stop after N filters in all
+  when --limit N is given, else at the first exec of a process after it installed filters unless
+  another process may still install some; or when all have exited. The ptrace work is
   :mod:`sysdispatch.trace.dump`; this module parses arguments and prints.
 * ``filter disasm FILE`` and ``filter asm FILE -o OUT`` — the text syntax of
   :mod:`sysdispatch.seccomp.cfilter`, round-tripping exactly.
@@ -45,9 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("-p", "--pid", type=int, help="a running process (needs root)")
     d.add_argument("-o", "--output", metavar="DIR", help="write one raw file per filter here")
     d.add_argument("--limit", type=int, default=0,
-                   help="with a command: stop after this many filters in all processes "
-                        "(default: at the first exec of a process after it installed filters, "
-                        "once no other process may still install one, or when all exited)")
+                   help="with a command: stop after this many filters in all processes, or "
+                        "when all exited (default: at the first exec of a process after it "
+                        "installed filters, once no other process may still install one, or "
+                        "when all exited)")
     d.add_argument("--arch", default=None, help="architecture for syscall names (default: native)")
     d.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]: run it and dump")
     d.set_defaults(func=_dump)

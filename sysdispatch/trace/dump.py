@@ -14,10 +14,12 @@ names (tests/trace/test_dump.py asks the kernel). A child's chain starts as a co
 the result attributes each filter to the process whose task *installed* it, so every filter is
 listed once.
 
-When the run ends: at the limit (N filters in all); when every traced task has exited; or once a
-process that installed filters has exec'd (its set is complete, as seccomp-tools takes it) and
+When the run ends: with a limit, after N filters in all (or when every traced task has exited);
+without one, when every traced task has exited or once a process that installed filters has exec'd (its set is complete, as seccomp-tools takes it) and
 every process still alive is such a process or one of their ancestors (a shell or launcher waiting
-for it). Other live processes (a sibling that may still install one) keep the run going. Then
+for it). Other live processes (a sibling that may still install one) keep the run going; a process
+its waiting ancestor would fork only later is not waited for (``sh -c 'a; b'`` ends when ``a``
+execs after its filters: give a limit to see ``b``'s). Then
 every tracee is killed and reaped: nothing stopped, traced or zombie is left behind by us.
 
 The loop waits with ``waitpid(-1, __WALL)``: a caller should have no other children whose exit it
@@ -88,7 +90,8 @@ def dump_pid(pid: int) -> list[bytes]:
 def dump_command(cmd: list[str], *, limit: int = 0) -> dict[int, list[bytes]]:
     """Run ``cmd`` and its descendants under ptrace; the filters they install, by process:
     ``{pid: [raw filter, ...]}``, each list oldest first, the processes in the order they
-    installed their first filter. ``limit`` > 0 stops after that many filters in all."""
+    installed their first filter. ``limit`` > 0 stops after that many filters in all, and only
+    then (or when all have exited): an exec after filters does not end the run."""
     if not cmd:
         raise TraceError("no command to run")
     r, w = os.pipe()  # carries an exec failure back from the child
@@ -214,7 +217,7 @@ class _Run:
                 self.tasks.pop(former, None)
                 self.announced.discard(former)
             task.install_flags = None
-            if task.tgid in self.filters:
+            if task.tgid in self.filters and not self.limit:
                 self.complete.add(task.tgid)
                 return self._settled()
         return False

@@ -195,3 +195,21 @@ def test_bad_limit_one_line():
     r = run_cli("filter", "dump", "--limit", "-1", "--", "true")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr == "sysdispatch: --limit -1: must be 0 (no limit) or more\n"
+
+
+def test_exec_after_filters_ends_the_dump_unless_a_limit_is_given(two_filters, tmp_path, capsys):
+    """Without --limit the first program's exec after its filters ends the run (sh has yet to
+    fork the second); with --limit 4 the run goes on until four filters, in two processes."""
+    need_root()
+    a, b, out1, out2 = (tmp_path / n for n in ("a", "b", "out1", "out2"))
+    a.mkdir()
+    b.mkdir()
+    script = f"{two_filters} {a} exec /bin/true; {two_filters} {b} exit"
+    assert main(["filter", "dump", "-o", str(out1), "--", "sh", "-c", script]) == 0
+    assert sorted(p.name for p in out1.iterdir()) == ["filter-0.bpf", "filter-1.bpf"]
+    assert not (b / "0.bpf").exists()      # the second program never ran
+    assert main(["filter", "dump", "--limit", "4", "-o", str(out2), "--", "sh", "-c", script]) == 0
+    names = sorted(p.name for p in out2.iterdir())
+    assert len(names) == 4 and all(re.fullmatch(r"pid\d+-filter-[01]\.bpf", n) for n in names)
+    assert (b / "0.bpf").exists()
+    assert leftovers() == []
