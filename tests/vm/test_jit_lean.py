@@ -189,6 +189,22 @@ def test_tail_calls_from_a_seccomp_entry_with_a_budget_that_ends_in_the_callee()
     assert a == b and b[0] == "VmError" and "null pointer" in b[1] and "program 'h'" in b[1]
 
 
+@pytest.mark.parametrize("callee_lean", [True, False])
+def test_a_callee_stores_into_caller_bytes_the_reading_entry_did_not_copy(callee_lean):
+    table = ProgArray(1)
+    body = [make("stw", 1, off=0, imm=0x77)] + ([] if callee_lean else [make("call", imm=7)])
+    writer = Program.load(body + [make("ldxw", 0, 1, off=0), make("exit")], name="writer")
+    table.update(0, writer)
+    entry = Program.load([make("ldxw", 6, 1, off=4), *lddw(2, 0, PSEUDO_MAP_FD), mov(3, 0),
+                          make("call", imm=TAIL_CALL), make("exit")], maps=[table])
+    assert is_lean(entry) and is_lean(writer) == callee_lean
+    frozen = bytes(8)
+    a, b = both(entry, mem=frozen)
+    assert a == b and b.r0 == 0x77 and frozen == bytes(8)
+    buf = bytearray(8)
+    assert jit.run(entry, mem=buf).r0 == 0x77 and buf[0] == 0x77
+
+
 def test_a_fault_in_a_lean_tail_callee_names_it():
     table = ProgArray(1)
     bad = Program.load([mov(0, 0), make("ldxw", 0, 1, off=100), make("exit")], name="bad")

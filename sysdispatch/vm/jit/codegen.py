@@ -427,7 +427,8 @@ class _Layout:
 
     def _lean_tail(self, emit, pc: int, path: _Path) -> None:
         """``tail_call`` in a lean function: tail_call_into's checks on the known map, then the
-        callee and the run's state go back to the trampoline (runtime.lean_follow) as a TT."""
+        callee gets the run's state (runtime.tail_go: a leaf callee runs at once, anything else
+        goes back to the trampoline)."""
         path.flush(emit)
         path.leave()
         site = self.tail_sites[pc]
@@ -437,7 +438,7 @@ class _Layout:
         emit("tc += 1", 1)
         emit("t = t[i]", 1)
         emit("if t is not None:", 1)
-        emit(f"return TN(TT, (t, ch, tc, ms, left, cb, n, sv, {REGS}))", 2)
+        emit(f"return TGO(t, ch, tc, ms, left, cb, n, sv, {REGS})", 2)
 
     def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int,
               path: _Path) -> set[int]:

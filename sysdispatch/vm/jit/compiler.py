@@ -216,7 +216,7 @@ def _missing_helper(hid: int) -> Callable:
 
 # --- compiling and caching -----------------------------------------------------------------------
 
-# What lean functions call (runtime.py fills it: CF, CS; and STK, SP, TN, RR, TT into _BASE_NS).
+# What lean functions call (runtime.py fills it: CF, CS; and STK, SP, TN, RR, TGO into _BASE_NS).
 LEAN_NS: dict[str, Any] = {}
 _BASE_NS: dict[str, Any] = dict(sem.ENV, CALL=local_call, RAN_OFF=_ran_off, STACK=frame_stack,
                                 TOPS=tuple(Memory.stack_top(k) for k in range(MAX_CALL_FRAMES)))

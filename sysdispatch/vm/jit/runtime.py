@@ -21,11 +21,11 @@ from ...errors import SysdispatchError
 from ..helpers import HELPERS, Env, Helper, Host, Unwind
 from ..interp import DEFAULT_MAX_STEPS, RunResult, _setup
 from ..isa import MAX_CALL_FRAMES, NREGS, STACK_SIZE
-from ..memory import CTX_BASE, STACK_BASE, Memory, Region
+from ..memory import CTX_BASE, Memory, Region
 from ..program import Program
 from . import compiler
-from .compiler import (ATTR, LEAN, Fault, compiled_for, follow, frame, innermost_frame, unwrap,
-                       _tail_from_traceback)
+from .compiler import (ATTR, LEAN, Fault, compiled_for, follow, frame_stack, innermost_frame,
+                       unwrap, _tail_from_traceback)
 from ..helpers import TailCall
 
 M64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -187,20 +187,25 @@ def _pooled(prog: Program, ctx: Any, host: Host | None, mem: Any, max_steps: int
     chain = env.chain
     result = _tuple_new(RunResult, (r0, max_steps - left,
                                     (prog,) if chain is None else tuple(chain), env.tail_calls))
-    # --- back to the pool: no stack, no caller memory kept alive, nothing half-mapped ---
-    if data is not _UNUSUAL and len(_POOL) < _POOL_MAX:
+    if data is not _UNUSUAL:
+        _release(env, memory)
+    return result
+
+
+def _release(env: RunEnv, memory: Memory) -> None:
+    """Back to the pool: no stack, no caller memory kept alive, nothing half-mapped."""
+    if len(_POOL) < _POOL_MAX:
         memory.stacks[0] = None  # its region stays in env.stack_views for the next run
         if memory.depth != 1:  # an unwind from inside a call left callee frames
             memory.depth = 1
             memory.stacks[:] = [None] * MAX_CALL_FRAMES
-        if data is not None:
-            region.buf = b""
-            region.size = 0
-            region.end = CTX_BASE
+        region = env.ctx_region
+        region.buf = b""
+        region.size = 0
+        region.end = CTX_BASE
         memory.last = _NOWHERE
         env.chain = None
         _POOL.append(env)
-    return result
 
 
 def _drive(env: RunEnv, memory: Memory, fn, left: int, regs: tuple, blk: int) -> tuple[int, int]:
@@ -282,6 +287,23 @@ class LeanTail(tuple):
     __slots__ = ()
 
 
+def tail_go(callee: Any, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: int, sv: Any,
+            r0: int, r1: int, r2: int, r3: int, r4: int, r5: int, r6: int, r7: int, r8: int,
+            r9: int) -> RunResult | LeanTail:
+    """A lean function's taken tail call: a leaf callee that fits runs at once (it makes no
+    further call, so the Python stack grows by two frames at most); anything else returns to
+    the trampoline as a :class:`LeanTail`."""
+    prog = callee if callee.__class__ is Program else unwrap(callee)
+    lean = prog.__dict__.get(LEAN)
+    if lean and lean.any_table and left >= lean.longest and (r1 == CTX_BASE or not lean.ctx):
+        if lean.copy and cb.__class__ is bytes:
+            cb = bytearray(cb)  # the caller stored nothing; this callee does
+        return lean.fn(ch + (prog,), ms, left, cb, n, r1, r2, tc, sv, r0, r3, r4, r5, r6, r7,
+                       r8, r9)
+    return _tuple_new(LeanTail, (callee, ch, tc, ms, left, cb, n, sv,
+                                 r0, r1, r2, r3, r4, r5, r6, r7, r8, r9))
+
+
 def lean_follow(out: LeanTail) -> RunResult:
     """The lean trampoline: enter the tail callee's lean function when it is a leaf that fits
     (budget, r1 the ctx pointer), with no deeper Python stack, else go on on the general path
@@ -303,6 +325,8 @@ def lean_follow(out: LeanTail) -> RunResult:
                 and (r1 == CTX_BASE or not lean.ctx)):
             return promote(prog, ch, tc, ms, left, cb, n, sv,
                            (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9))
+        if lean.copy and cb.__class__ is bytes:
+            cb = bytearray(cb)  # the callers stored nothing; this callee does
         out = lean.fn(ch, ms, left, cb, n, r1, r2, tc, sv, r0, r3, r4, r5, r6, r7, r8, r9)
         if out.__class__ is RunResult:
             return out
@@ -311,15 +335,33 @@ def lean_follow(out: LeanTail) -> RunResult:
 def promote(prog: Program, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: int, sv: Any,
             regs: tuple) -> RunResult:
     """Go on with ``prog`` (the last of ``ch``, just tail-called) on the general path: the lean
-    run's state — ctx bytes, frame stack, tail-call count, budget — moved into a run context."""
+    run's state — ctx bytes, frame stack, tail-call count, budget — moved into a pooled run
+    context."""
     entry = ch[0]
-    memory = _ctx_memory(entry.prog_type, cb)
-    env = RunEnv(memory, _DEFAULT_HOST)
-    if sv is not None:  # the frame's stack so far, with its word views
-        region = Region(STACK_BASE, sv[0], True, "stack of frame 0")
-        memory.stacks[0] = region
-        memory.local.append(region)
-        env.stack_views[0] = (region, sv)
+    ptype = entry.prog_type
+    try:
+        env = _POOL.pop()
+    except IndexError:
+        env = RunEnv(Memory(), _DEFAULT_HOST)
+    memory = env.mem
+    if cb is None:
+        memory.local = []
+    else:
+        if ptype.ctx_writable and cb.__class__ is bytes:
+            cb = bytearray(cb)  # the lean entry stored nothing; what follows may
+        region = env.ctx_region
+        if env.ctx_type is not ptype:
+            region.writable = ptype.ctx_writable
+            region.name = f"{ptype} ctx" if ptype.ctx_size else "mem"
+            env.ctx_type = ptype
+        region.buf = cb
+        region.size = n = len(cb)  # (n is 0 for a fixed ctx: lean code knows its size)
+        region.end = CTX_BASE + n
+        memory.local = [region]
+    if sv is not None:  # the frame's stack so far, copied into the context's own
+        frame_stack(env, memory, 0)[0][:] = sv[0]
+        _stack_back(sv)
+    env.host = _DEFAULT_HOST
     env.tail_calls = tc
     env.table = HELPERS
     env.max_steps = ms
@@ -330,12 +372,14 @@ def promote(prog: Program, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: i
         r0, left = _drive(env, memory, fn, left, regs, 0)
     except SysdispatchError as exc:
         raise _Located(exc) from None
-    return _tuple_new(RunResult, (r0, ms - left, tuple(env.chain), env.tail_calls))
+    result = _tuple_new(RunResult, (r0, ms - left, tuple(env.chain), env.tail_calls))
+    _release(env, memory)
+    return result
 
 
 compiler.LEAN_NS.update(CF=_ctx_load, CS=_ctx_store)
 compiler._BASE_NS.update(STK=_lean_stack, SP=_stack_back, TN=_tuple_new, RR=RunResult,
-                         TT=LeanTail)
+                         TGO=tail_go)
 
 
 def _locate(exc: SysdispatchError, tb, pc: int | None, env: RunEnv | None) -> SysdispatchError:
