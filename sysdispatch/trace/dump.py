@@ -158,28 +158,40 @@ class _Run:
                 if task is not None and self._process_gone(task.tgid) and self._settled():
                     return
                 continue
-            task = self.tasks.get(tid)
-            sig = os.WSTOPSIG(status)
-            if task is None:
-                # A new task whose creator's fork/clone event has not been reported yet: its
-                # first stop is the SIGSTOP every auto-attached task starts with.
-                self._adopt(tid)
-                self._resume(tid, 0 if sig in (signal.SIGSTOP, signal.SIGTRAP, pt.SYSCALL_STOP)
-                             else sig)
-                continue
-            if sig == pt.SYSCALL_STOP:
-                if self._syscall_stop(tid, task):
+            try:
+                if self._stop(tid, status):
                     return
-                self._resume(tid)
-            elif sig == signal.SIGTRAP and pt.event(status):
-                if self._event_stop(tid, task, pt.event(status)):
-                    return
-                self._resume(tid)
-            elif sig == signal.SIGSTOP and tid in self.announced:
-                self.announced.discard(tid)    # the initial stop of an announced new task
-                self._resume(tid)
-            else:
-                self._resume(tid, self._signal_to_deliver(tid, sig))
+            except pt.PtraceError as exc:
+                # Killed while stopped (a sibling thread's exit_group or exec, a SIGKILL): its
+                # exit comes next.
+                if exc.errno != _errno.ESRCH:
+                    raise
+
+    def _stop(self, tid: int, status: int) -> bool:
+        """Handle one ptrace stop and resume the task; True when the run is over."""
+        task = self.tasks.get(tid)
+        sig = os.WSTOPSIG(status)
+        if task is None:
+            # A new task whose creator's fork/clone event has not been reported yet: its
+            # first stop is the SIGSTOP every auto-attached task starts with.
+            self._adopt(tid)
+            self._resume(tid, 0 if sig in (signal.SIGSTOP, signal.SIGTRAP, pt.SYSCALL_STOP)
+                         else sig)
+            return False
+        if sig == pt.SYSCALL_STOP:
+            if self._syscall_stop(tid, task):
+                return True
+            self._resume(tid)
+        elif sig == signal.SIGTRAP and pt.event(status):
+            if self._event_stop(tid, task, pt.event(status)):
+                return True
+            self._resume(tid)
+        elif sig == signal.SIGSTOP and tid in self.announced:
+            self.announced.discard(tid)    # the initial stop of an announced new task
+            self._resume(tid)
+        else:
+            self._resume(tid, self._signal_to_deliver(tid, sig))
+        return False
 
     def _syscall_stop(self, tid: int, task: _Task) -> bool:
         """Handle a syscall-entry or -exit stop; True when the run is over."""

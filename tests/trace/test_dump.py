@@ -118,6 +118,13 @@ TRACEE = textwrap.dedent("""\
             while os.WIFSTOPPED(os.waitpid(pid, os.WUNTRACED)[1]):
                 log("stopped")
                 os.kill(pid, signal.SIGCONT)
+        def spin():               # threads in and out of syscalls as the process exits:
+            while True:           # their stops race with their death
+                os.getppid()
+        for _ in range(4):
+            threading.Thread(target=spin, daemon=True).start()
+        time.sleep(0.05)
+        os._exit(0)
     """)
 
 
@@ -312,5 +319,25 @@ def test_new_childs_stop_before_its_parents_event_reordered_wait(tracee, tmp_pat
         assert "stopped" not in roles(log)   # no child ever saw its ptrace SIGSTOP
     else:
         assert found == {pid_of(log, "parent"): [F_PARENT], pid_of(log, "child"): [F_CHILD]}
+    monkeypatch.undo()
+    assert leftovers() == []
+
+
+def test_a_task_killed_at_its_stop_is_not_an_error(tracee, tmp_path, monkeypatch):
+    """A task can die between the wait that reports its stop and our ptrace request (a sibling's
+    exit_group, a SIGKILL): the request fails with ESRCH, and the run goes on to the death."""
+    real, killed = pt.wait, []
+
+    def wait_and_kill(pid: int = -1, flags: int = pt.WALL) -> tuple[int, int]:
+        tid, status = real(pid, flags)
+        if pid == -1 and not killed and pt.is_syscall_stop(status):
+            os.kill(tid, 9)
+            killed.append(tid)
+        return tid, status
+
+    monkeypatch.setattr(dump.pt, "wait", wait_and_kill)
+    log = tmp_path / "log"
+    assert dump.dump_command(argv(tracee, "parent-first", log, F_PARENT, F_CHILD)) == {}
+    assert killed
     monkeypatch.undo()
     assert leftovers() == []
