@@ -298,3 +298,16 @@ def test_kernel_agrees(name):
     insns, want = next((i, w) for n, i, w in CASES if n == name)
     flat = [x for i in insns for x in (i if isinstance(i, tuple) else (i,))]
     assert kernel.run_r0(flat + [make("exit")]) == want == r0_of(*insns)
+
+
+def test_the_byte_swap_template_equals_the_reference_bswap():
+    """end_expr's struct-based swap (what both engines run) against the plain definition."""
+    import random as _random
+    from sysdispatch.vm import semantics
+    rng = _random.Random(7)
+    values = [0, 1, 0xFF, 0x1234, 2**64 - 1, 2**63, *(rng.getrandbits(64) for _ in range(200))]
+    for bits in (16, 32, 64):
+        for op in ("be",):
+            expr = semantics.end_expr(op, bits)
+            for v in values:
+                assert semantics.evaluate(expr, a=v) == semantics.bswap(v, bits // 8), (bits, v)
