@@ -274,3 +274,13 @@ def test_the_budget_runs_out_inside_a_chain_at_the_interpreters_pc():
         for probe in (104, 119, 1):
             a, b = both(p, mem=_ctx(probe), max_steps=budget)
             assert a == b, (budget, probe)
+
+
+def test_a_tail_call_through_a_map_that_is_no_prog_array_fails_like_the_interpreter():
+    from sysdispatch.vm.maps import ArrayMap
+    array = ArrayMap(4, 8, name="arr")
+    p = Program.load([*lddw(2, 0, PSEUDO_MAP_FD), mov(3, 0), make("call", imm=TAIL_CALL),
+                      mov(0, 1), make("exit")], maps=[array])
+    assert not is_lean(p)
+    a, b = both(p)
+    assert a == b and b[2] == 3 and "prog_array" in b[1]

@@ -70,8 +70,8 @@ class Generated:
     ``lines[i]`` is the pc that source line ``i + 1`` belongs to (``-1``: none); ``map_consts``
     the pcs whose ``lddw`` loads a map address or map value address (bound as ``K<pc>``);
     ``helper_ids`` the helper ids called directly (bound as ``H<id>``); ``tail_maps`` the pcs of
-    ``lddw r2, map`` whose map a following ``tail_call`` uses as it is (bound as ``M<pc>``, with
-    ``TM<pc>`` the tail-call function that takes it); ``roots`` the pcs dispatched by ``blk``;
+    ``lddw r2, map`` whose map a following ``tail_call`` uses as it is (bound as ``M<pc>``: its
+    slots are read inline); ``roots`` the pcs dispatched by ``blk``;
     ``jump_tables`` (pc, {value: index}) of each chain of ``jeq`` tests written as a lookup
     (bound as ``J<pc>``).
     """
@@ -372,10 +372,18 @@ class _Layout:
         elif insn.imm == TAIL_CALL and self.fast_tail:
             path.leave()
             site = self.tail_sites.get(pc)
-            emit(f"t = TM{site}(env, M{site}, r3)" if site is not None
-                 else "t = TAIL(env, r2, r3)")
-            emit("if t is not None:")
-            emit(f"return t, left, {REGS}", 1)
+            if site is None:
+                emit("t = TAIL(env, r2, r3)")
+                emit("if t is not None:")
+                emit(f"return t, left, {REGS}", 1)
+            else:  # the map is known: tail_call_into's checks written out (as in _lean_tail)
+                emit(f"i = r3 & {hex(sem.M32)}")
+                emit(f"t = M{site}.slots")
+                emit(f"if i < len(t) and env.tail_calls < {MAX_TAIL_CALL_CNT}:")
+                emit("env.tail_calls += 1", 1)
+                emit("t = t[i]", 1)
+                emit("if t is not None:", 1)
+                emit(f"return t, left, {REGS}", 2)
         else:
             self.helper_ids.add(insn.imm)
             emit(f"v = H{insn.imm}(env, r1, r2, r3, r4, r5)")
@@ -426,7 +434,9 @@ class _Layout:
         return end, end
 
     def _lean_tail(self, emit, pc: int, path: _Path) -> None:
-        """``tail_call`` in a lean function: tail_call_into's checks on the known map, then the
+        """``tail_call`` in a lean function: the checks of helpers.tail_call_into (the kernel's:
+        index in range, count below the limit, count += 1, slot not empty) on the known map,
+        the count in the local ``tc``; then the
         callee gets the run's state (runtime.tail_go: a leaf callee runs at once, anything else
         goes back to the trampoline)."""
         path.flush(emit)
@@ -466,7 +476,8 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     """The source of ``F`` for ``program`` (see the module docstring).
 
     ``fast_tail``: the helper table's ``tail_call`` is the standard one, so ``call 12`` becomes
-    ``TAIL(env, r2, r3)`` (or ``TM<pc>`` with the map known) returning the callee or None, and
+    ``TAIL(env, r2, r3)`` returning the callee or None (or, with the map known, the kernel's
+    checks on ``M<pc>.slots`` written out), and
     ``F`` returns the callee to the trampoline with the live registers. Raises
     :class:`EncodingError` (with the pc) only for an opcode kind this generator does not know.
     """

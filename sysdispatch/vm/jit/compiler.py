@@ -32,7 +32,6 @@ from types import CodeType
 from typing import Any, Callable
 
 from ...errors import EncodingError, SysdispatchError, VmError
-from .. import helpers as _helpers
 from .. import semantics as sem
 from ..helpers import HELPERS, Helper, TailCall, Unwind, tail_call_target
 from ..interp import EXIT as INTERP_EXIT, TAIL as INTERP_TAIL
@@ -44,9 +43,6 @@ from ..program import TAIL_CALL, Program
 from .codegen import Generated, generate
 
 FILENAME = "<sysdispatch-jit>"  # marks compiled functions' frames in tracebacks
-# tail_call_into(env, prog_array, index): tail_call_target's checks after the map lookup, for
-# call sites whose map is known when binding (see /work/notes/jit-integration.md, patch 2).
-_TAIL_INTO = getattr(_helpers, "tail_call_into", None)
 
 
 class Fault(Exception):
@@ -204,6 +200,21 @@ def _callx(table: dict[int, Helper], env, dst: int, value: int,
     return helper.impl(env, r1, r2, r3, r4, r5)
 
 
+class _NotProgArray:
+    """What a tail call site's ``M<pc>`` is bound to when its map is no prog_array: reading
+    its slots raises the helper's own error (tail_call_target's)."""
+
+    __slots__ = ("addr",)
+
+    def __init__(self, addr: int) -> None:
+        self.addr = addr
+
+    @property
+    def slots(self):
+        tail_call_target(None, self.addr, 0)  # raises: not a prog_array (or not a map)
+        raise VmError("tail_call through a map that is not a prog_array")
+
+
 def _ran_off() -> None:
     raise VmError("execution ran past the last instruction (no exit)")
 
@@ -354,12 +365,14 @@ def compiled_for(program: Program, table: dict) -> Compiled:
     for hid in generated.helper_ids:
         helper = table.get(hid)
         ns[f"H{hid}"] = helper.impl if helper is not None else _missing_helper(hid)
+    lean_tails = True
     for pc in generated.tail_maps:
         m = program.maps[program.insns[pc].imm]
-        if _TAIL_INTO is not None and isinstance(m, ProgArray):
-            ns[f"M{pc}"], ns[f"TM{pc}"] = m, _TAIL_INTO  # the map is known: no lookup by address
+        if isinstance(m, ProgArray):
+            ns[f"M{pc}"] = m  # the map is known: its slots are read with no lookup by address
         else:
-            ns[f"M{pc}"], ns[f"TM{pc}"] = consts[f"K{pc}"], tail_call_target
+            ns[f"M{pc}"] = _NotProgArray(consts[f"K{pc}"])
+            lean_tails = False
     ns.update(PREF=ref, LINES=generated.lines, SLOW=functools.partial(slow_frame, ref),
               CALLX=functools.partial(_callx, table), TAIL=tail_call_target)
     exec(code, ns)  # noqa: S102 - source generated from instruction fields only
@@ -367,8 +380,7 @@ def compiled_for(program: Program, table: dict) -> Compiled:
     program.__dict__[ATTR] = c
     if LEAN not in program.__dict__ or (program.__dict__[LEAN] is False and fast_tail):
         lean: Lean | bool = False
-        if generated.lean_longest is not None and all(
-                ns[f"TM{pc}"] is _TAIL_INTO for pc in generated.tail_maps):
+        if generated.lean_longest is not None and lean_tails:
             lean = Lean(ns["L"], generated.lean_longest, generated.lean_ctx,
                         not generated.tail_maps and not generated.helper_ids, program,
                         generated.lean_stores)
