@@ -323,6 +323,9 @@ def lean_follow(out: LeanTail) -> RunResult:
         # faster on the general trampoline, whose run context is made once.
         if not (lean and lean.any_table and left >= lean.longest
                 and (r1 == CTX_BASE or not lean.ctx)):
+            # This entry leads to chains (or callees lean code cannot run): later runs of it
+            # take the general path from the start, where a chain costs least.
+            ch[0].__dict__[LEAN] = False
             return promote(prog, ch, tc, ms, left, cb, n, sv,
                            (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9))
         if lean.copy and cb.__class__ is bytes:
