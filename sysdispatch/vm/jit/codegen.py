@@ -486,8 +486,11 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     roots = sorted(bodies)
     head = [(0, f"def F({PARAMS}, {REGS}):", -1),
             (1, "r10 = TOPS[depth]" if _uses_r10(program) else "r10 = None", -1)]
-    if _direct_stack(program):
-        head.append((1, "stk, s8, s4, s2 = STACK(env, mem, depth)", -1))
+    if _direct_stack(program):  # frame_stack's first test inline: a tail callee's frame is set
+        head.append((1, "sv = env.stack_views[depth]", -1))
+        head.append((1, "if sv is not None and sv[0] is mem.stacks[depth]: "
+                        "stk, s8, s4, s2 = sv[1]", -1))
+        head.append((1, "else: stk, s8, s4, s2 = STACK(env, mem, depth)", -1))
     head.append((1, "while True:", -1))
     lines = head
     _tree(lines, roots, bodies, 2)
