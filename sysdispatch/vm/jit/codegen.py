@@ -46,8 +46,9 @@ from dataclasses import dataclass
 from ...errors import EncodingError
 from .. import semantics as sem
 from ..isa import MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn
+from ..memory import CTX_BASE
 from ..program import TAIL_CALL, Program, jump_target
-from .emit import condition, narrowed, reg, stack_offset, statement
+from .emit import condition, lit, narrowed, reg, stack_offset, statement
 from .lean import analyse_lean
 
 PARAMS = "env, mem, depth, left, blk"
@@ -448,6 +449,12 @@ class _Layout:
         emit("tc += 1", 1)
         emit("t = t[i]", 1)
         emit("if t is not None:", 1)
+        # runtime.tail_go's common case written out: a leaf that reads the ctx through r1
+        emit("p = t if t.__class__ is PROG else UNWRAP(t)", 2)
+        emit("f = p.__dict__.get(LEAN)", 2)
+        emit(f"if f and f.leaf and left >= f.longest and r1 == {lit(CTX_BASE)}:", 2)
+        emit("return f.fn(ch + (p,), ms, left, cb, n, r1, r2, tc, sv, "
+             "r0, r3, r4, r5, r6, r7, r8, r9)", 3)
         emit(f"return TGO(t, ch, tc, ms, left, cb, n, sv, {REGS})", 2)
 
     def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int,

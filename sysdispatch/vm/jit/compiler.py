@@ -241,7 +241,7 @@ class Lean:
     the budget it needs, ``ctx`` whether it needs r1 to be the ctx pointer, ``any_table``
     whether it runs the same under every helper table and host (it calls nothing at all)."""
 
-    __slots__ = ("fn", "longest", "ctx", "any_table", "size", "copy", "zero")
+    __slots__ = ("fn", "longest", "ctx", "any_table", "size", "copy", "zero", "leaf")
 
     def __init__(self, fn: Callable, longest: int, ctx: bool, any_table: bool,
                  program: Program, stores: bool) -> None:
@@ -252,6 +252,9 @@ class Lean:
         # ctx gets a copy of bytes (a bytearray is used in place), as in the interpreter
         self.copy = stores and ptype.ctx_writable
         self.zero = bytes(self.size)  # the ctx of a run given none
+        # a tail callee lean code may enter at once when r1 is the ctx pointer: it calls
+        # nothing and stores nothing into the ctx (no copy to make)
+        self.leaf = any_table and not self.copy
 
 
 class Compiled:
@@ -373,6 +376,7 @@ def compiled_for(program: Program, table: dict) -> Compiled:
         else:
             ns[f"M{pc}"] = _NotProgArray(consts[f"K{pc}"])
             lean_tails = False
+    ns.update(PROG=Program, UNWRAP=unwrap, LEAN=LEAN)
     ns.update(PREF=ref, LINES=generated.lines, SLOW=functools.partial(slow_frame, ref),
               CALLX=functools.partial(_callx, table), TAIL=tail_call_target)
     exec(code, ns)  # noqa: S102 - source generated from instruction fields only
