@@ -99,9 +99,14 @@ ALU = {
     "sub": "(a - b) & {M}",
     "mul": "(a * b) & {M}",
     "div": "(a // b if b else 0)",
-    "sdiv": "sdiv{W}(a, b)",
+    # Signed: magnitudes divided (truncating toward zero), negated when the signs differ; the
+    # same results as sdiv64/sdiv32 above (tests compare them), with no function call.
+    "sdiv": "((abs((a ^ {S}) - {S}) // abs((b ^ {S}) - {S}) * (-1 if (a ^ b) & {S} else 1))"
+            " & {M} if b else 0)",
     "mod": "(a % b if b else a)",
-    "smod": "smod{W}(a, b)",
+    # the remainder takes the dividend's sign (smod64/smod32)
+    "smod": "((abs((a ^ {S}) - {S}) % abs((b ^ {S}) - {S}) * (-1 if a & {S} else 1)) & {M}"
+            " if b else a)",
     "or": "(a | b)",
     "and": "(a & b)",
     "xor": "(a ^ b)",

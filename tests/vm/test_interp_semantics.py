@@ -311,3 +311,21 @@ def test_the_byte_swap_template_equals_the_reference_bswap():
             expr = semantics.end_expr(op, bits)
             for v in values:
                 assert semantics.evaluate(expr, a=v) == semantics.bswap(v, bits // 8), (bits, v)
+
+
+def test_the_signed_division_templates_equal_the_reference_functions():
+    """The sdiv/smod expressions both engines run against sdiv64/smod64/sdiv32/smod32."""
+    import random as _random
+    from sysdispatch.vm import semantics
+    rng = _random.Random(11)
+    for bits, div, mod in ((64, semantics.sdiv64, semantics.smod64),
+                           (32, semantics.sdiv32, semantics.smod32)):
+        mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+        edges = [0, 1, 2, 3, 7, mask, mask - 1, sign, sign - 1, sign + 1]
+        values = edges + [rng.getrandbits(bits) for _ in range(150)] + \
+            [rng.getrandbits(8) for _ in range(20)] + [mask - rng.getrandbits(8) for _ in range(20)]
+        d, m = semantics.alu_expr("sdiv", bits), semantics.alu_expr("smod", bits)
+        for a in values[::3] + edges:
+            for b in values[::5] + edges:
+                assert semantics.evaluate(d, a=a, b=b) == div(a, b), (bits, a, b)
+                assert semantics.evaluate(m, a=a, b=b) == mod(a, b), (bits, a, b)
