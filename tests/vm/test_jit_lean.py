@@ -284,3 +284,56 @@ def test_a_tail_call_through_a_map_that_is_no_prog_array_fails_like_the_interpre
     assert not is_lean(p)
     a, b = both(p)
     assert a == b and b[2] == 3 and "prog_array" in b[1]
+
+
+# --- random lean-shaped programs against the interpreter -----------------------------------------
+
+def _lean_shaped(rng: random.Random, n: int = 24) -> list:
+    """Straight-line code with forward jumps, ctx accesses through r1 or a copy of it (r6) at
+    offsets around the ctx's edges, stack accesses at r10 offsets, ALU on r0/r2-r5."""
+    sizes = {1: "b", 2: "h", 4: "w", 8: "dw"}
+    body = [make("mov", 6, 1, reg=True)]
+    for _ in range(n):
+        size = rng.choice([1, 2, 4, 8])
+        base = rng.choice([1, 6])
+        roll = rng.random()
+        if roll < 0.3:
+            body.append(make("ldx" + sizes[size], rng.choice([0, 2, 3]), base,
+                             off=rng.randrange(-2, 20)))
+        elif roll < 0.4:
+            body.append(make("stx" + sizes[size], base, rng.choice([0, 2]),
+                             off=rng.randrange(-1, 18)))
+        elif roll < 0.5:
+            off = -8 * rng.randrange(1, 4)
+            body += [make("stdw", FP, off=off, imm=rng.randrange(-5, 5)),
+                     make("ldx" + sizes[size], rng.choice([3, 4]), FP, off=off)]
+        elif roll < 0.8:
+            op = rng.choice(["add", "xor", "mul", "rsh", "sdiv", "smod", "add32", "sub32"])
+            body.append(make(op, rng.choice([0, 2, 3, 4, 5]), rng.choice([0, 2, 3]), reg=True))
+        else:
+            body.append(make(rng.choice(["jeq", "jgt", "jset"]), rng.choice([0, 2, 3]),
+                             imm=rng.randrange(0, 4), off=rng.randrange(0, 4), reg=False))
+    return body + [make("exit")] * 4
+
+
+def test_random_lean_shaped_programs_agree_with_the_interpreter():
+    lean_seen = 0
+    for seed in range(150):
+        rng = random.Random(seed)
+        p = Program.load(_lean_shaped(rng))
+        lean_seen += is_lean(p)
+        size = rng.choice([0, 4, 8, 16, 24])
+        budget = rng.choice([1_000_000, rng.randrange(0, 30)])
+        a, b = both(p, mem=bytes(range(size)), max_steps=budget)
+        assert a == b, (seed, size, budget)
+        bufs = [bytearray(range(size)) for _ in range(2)]  # one each: runs store into them
+        out = []
+        for which, buf in zip(("interp", "jit"), bufs):
+            try:
+                out.append(engine.run(p, engine=which, mem=buf, max_steps=budget))
+            except SysdispatchError as exc:
+                out.append((type(exc).__name__, str(exc), exc.pc))
+        assert out[0] == out[1] and bufs[0] == bufs[1], (seed, size, budget)
+        a, b = both(p, max_steps=budget)  # no memory at all: r1 = 0
+        assert a == b, seed
+    assert lean_seen >= 100
