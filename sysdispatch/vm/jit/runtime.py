@@ -87,45 +87,53 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
     here: for a short program they are most of the run, and a function call fewer is a tenth.
     """
     prog = program if program.__class__ is Program else unwrap(program)
-    lean = prog.__dict__.get(LEAN)
-    if lean is None:  # never compiled: compiling decides whether it is lean
+    try:
+        lean = prog._jit_lean  # compiler.LEAN: an attribute read is the cheapest lookup
+    except AttributeError:  # never compiled: compiling decides whether it is lean
         compiled_for(prog, HELPERS if helpers is None else helpers)
-        lean = prog.__dict__[LEAN]
+        lean = prog._jit_lean
     if lean and max_steps >= lean.longest and (
             lean.any_table or (helpers is None and host is None)):
         # the caller's bytes as they are, unless the program stores into a writable ctx
         # (bytes are copied then, as the interpreter's set-up does)
         size = lean.size
         if size:  # a fixed ctx: r1 only
-            data = _UNUSUAL if mem is not None else lean.zero if ctx is None else ctx
+            data = lean.zero if ctx is None else ctx
             cls = data.__class__
-            if (cls is bytes or cls is bytearray) and len(data) == size:
+            if mem is None and (cls is bytes or cls is bytearray) and len(data) == size:
                 if lean.copy and cls is bytes:
                     data = bytearray(data)
-                r2 = 0
-            else:
-                data = _UNUSUAL
+                try:
+                    out = lean.fn((prog,), max_steps, max_steps, data, 0, CTX_BASE, 0)
+                    return out if out.__class__ is RunResult else lean_follow(out)
+                except (_Located, SysdispatchError) as exc:
+                    raise _lean_error(exc) from None
         else:  # caller memory: r1 = its address, r2 = its length
             data = mem if ctx is None else ctx if mem is None else _UNUSUAL
             cls = data.__class__
             if cls is bytes or cls is bytearray:
                 if lean.copy and cls is bytes:
                     data = bytearray(data)
-                r2 = len(data)
+                n = len(data)
+                r1 = CTX_BASE
             elif data is None and not lean.ctx:
-                r2 = 0
+                n = r1 = 0
             else:
-                data = _UNUSUAL
-        if data is not _UNUSUAL:
-            try:
-                out = lean.fn((prog,), max_steps, max_steps, data, r2,
-                              0 if data is None else CTX_BASE, r2)
-                return out if out.__class__ is RunResult else lean_follow(out)
-            except _Located as located:
-                raise located.exc from None
-            except SysdispatchError as exc:
-                raise _locate(exc, exc.__traceback__, None, None) from None
+                n = -1
+            if n >= 0:
+                try:
+                    out = lean.fn((prog,), max_steps, max_steps, data, n, r1, n)
+                    return out if out.__class__ is RunResult else lean_follow(out)
+                except (_Located, SysdispatchError) as exc:
+                    raise _lean_error(exc) from None
     return _pooled(prog, ctx, host, mem, max_steps, HELPERS if helpers is None else helpers)
+
+
+def _lean_error(exc: Exception) -> SysdispatchError:
+    """The error a lean run raised, with its program and pc."""
+    if isinstance(exc, _Located):  # located on the general path already
+        return exc.exc
+    return _locate(exc, exc.__traceback__, None, None)
 
 
 def _pooled(prog: Program, ctx: Any, host: Host | None, mem: Any, max_steps: int,
