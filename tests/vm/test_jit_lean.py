@@ -337,3 +337,16 @@ def test_random_lean_shaped_programs_agree_with_the_interpreter():
         a, b = both(p, max_steps=budget)  # no memory at all: r1 = 0
         assert a == b, seed
     assert lean_seen >= 100
+
+
+def test_a_lean_entry_passes_the_callers_host_to_a_callee_on_the_general_path():
+    from sysdispatch.vm.helpers import Host
+    table = ProgArray(1)
+    clock = Program.load([make("call", imm=5), make("exit")], prog_type=SECCOMP, name="clock")
+    table.update(0, clock)  # ktime_get_ns: reads the host's clock, so it is not lean
+    entry = Program.load([mov(3, 0), *lddw(2, 0, PSEUDO_MAP_FD), make("call", imm=TAIL_CALL),
+                          mov(0, 1), make("exit")], maps=[table], prog_type=SECCOMP)
+    assert is_lean(entry) and not is_lean(clock)
+    results = [engine.run(entry, engine=which, ctx=bytes(64), host=Host.fixed(now=5000))
+               for which in ("interp", "jit")]
+    assert results[0] == results[1] and results[1].r0 == 5000

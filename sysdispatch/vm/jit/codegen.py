@@ -453,9 +453,9 @@ class _Layout:
         emit("p = t if t.__class__ is PROG else UNWRAP(t)", 2)
         emit("f = p.__dict__.get(LEAN)", 2)
         emit(f"if f and f.leaf and left >= f.longest and r1 == {lit(CTX_BASE)}:", 2)
-        emit("return f.fn(ch + (p,), ms, left, cb, n, r1, r2, tc, sv, "
+        emit("return f.fn(ch + (p,), ms, left, cb, n, r1, r2, tc, sv, hs, "
              "r0, r3, r4, r5, r6, r7, r8, r9)", 3)
-        emit(f"return TGO(t, ch, tc, ms, left, cb, n, sv, {REGS})", 2)
+        emit(f"return TGO(t, ch, tc, ms, left, cb, n, sv, hs, {REGS})", 2)
 
     def _edge(self, lines: list, to: int, ind: int, narrow: set[int], pc: int,
               path: _Path) -> set[int]:
@@ -518,9 +518,10 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
 
 
 # L's parameters: the run's chain so far, max_steps, the budget left, the ctx bytes and their
-# length, the tail-call count, the frame's stack (buffer and word views, or None: not made yet)
-# and the registers, r1 and r2 first (what an entry from runtime.run sets).
-LEAN_PARAMS = ("ch, ms, left, cb, n, r1, r2, tc=0, sv=None, "
+# length, the tail-call count, the frame's stack (buffer and word views, or None: not made yet),
+# the caller's host (None: the default; for the general path a tail callee may go on on) and the
+# registers, r1 and r2 first (what an entry from runtime.run sets).
+LEAN_PARAMS = ("ch, ms, left, cb, n, r1, r2, tc=0, sv=None, hs=None, "
                + ", ".join(f"r{i}=0" for i in (0, 3, 4, 5, 6, 7, 8, 9)))
 
 

@@ -92,8 +92,7 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
     except AttributeError:  # never compiled: compiling decides whether it is lean
         compiled_for(prog, HELPERS if helpers is None else helpers)
         lean = prog._jit_lean
-    if lean and max_steps >= lean.longest and (
-            lean.any_table or (helpers is None and host is None)):
+    if lean and max_steps >= lean.longest and (lean.any_table or helpers is None):
         # the caller's bytes as they are, unless the program stores into a writable ctx
         # (bytes are copied then, as the interpreter's set-up does)
         size = lean.size
@@ -104,7 +103,8 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
                 if lean.copy and cls is bytes:
                     data = bytearray(data)
                 try:
-                    out = lean.fn((prog,), max_steps, max_steps, data, 0, CTX_BASE, 0)
+                    out = lean.fn((prog,), max_steps, max_steps, data, 0, CTX_BASE, 0, 0, None,
+                                  host)
                     return out if out.__class__ is RunResult else lean_follow(out)
                 except (_Located, SysdispatchError) as exc:
                     raise _lean_error(exc) from None
@@ -122,7 +122,7 @@ def run(program: Any, ctx: Any = None, *, host: Host | None = None, mem: Any = N
                 n = -1
             if n >= 0:
                 try:
-                    out = lean.fn((prog,), max_steps, max_steps, data, n, r1, n)
+                    out = lean.fn((prog,), max_steps, max_steps, data, n, r1, n, 0, None, host)
                     return out if out.__class__ is RunResult else lean_follow(out)
                 except (_Located, SysdispatchError) as exc:
                     raise _lean_error(exc) from None
@@ -290,13 +290,13 @@ def _stack_back(sv: tuple) -> None:
 
 class LeanTail(tuple):
     """A lean function's taken tail call: (callee, chain so far, tail-call count, max_steps,
-    budget left, ctx bytes, their length, stack views or None, r0, ..., r9)."""
+    budget left, ctx bytes, their length, stack views or None, host or None, r0, ..., r9)."""
 
     __slots__ = ()
 
 
 def tail_go(callee: Any, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: int, sv: Any,
-            r0: int, r1: int, r2: int, r3: int, r4: int, r5: int, r6: int, r7: int, r8: int,
+            hs: Host | None, r0: int, r1: int, r2: int, r3: int, r4: int, r5: int, r6: int, r7: int, r8: int,
             r9: int) -> RunResult | LeanTail:
     """A lean function's taken tail call: a leaf callee that fits runs at once (it makes no
     further call, so the Python stack grows by two frames at most); anything else returns to
@@ -306,9 +306,9 @@ def tail_go(callee: Any, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: int
     if lean and lean.any_table and left >= lean.longest and (r1 == CTX_BASE or not lean.ctx):
         if lean.copy and cb.__class__ is bytes:
             cb = bytearray(cb)  # the caller stored nothing; this callee does
-        return lean.fn(ch + (prog,), ms, left, cb, n, r1, r2, tc, sv, r0, r3, r4, r5, r6, r7,
-                       r8, r9)
-    return _tuple_new(LeanTail, (callee, ch, tc, ms, left, cb, n, sv,
+        return lean.fn(ch + (prog,), ms, left, cb, n, r1, r2, tc, sv, hs, r0, r3, r4, r5, r6,
+                       r7, r8, r9)
+    return _tuple_new(LeanTail, (callee, ch, tc, ms, left, cb, n, sv, hs,
                                  r0, r1, r2, r3, r4, r5, r6, r7, r8, r9))
 
 
@@ -317,7 +317,7 @@ def lean_follow(out: LeanTail) -> RunResult:
     (budget, r1 the ctx pointer), with no deeper Python stack, else go on on the general path
     (:func:`promote`)."""
     while True:
-        callee, ch, tc, ms, left, cb, n, sv, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9 = out
+        callee, ch, tc, ms, left, cb, n, sv, hs, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9 = out
         prog = callee if callee.__class__ is Program else unwrap(callee)
         ch = ch + (prog,)
         lean = prog.__dict__.get(LEAN)
@@ -334,17 +334,17 @@ def lean_follow(out: LeanTail) -> RunResult:
             # This entry leads to chains (or callees lean code cannot run): later runs of it
             # take the general path from the start, where a chain costs least.
             ch[0].__dict__[LEAN] = False
-            return promote(prog, ch, tc, ms, left, cb, n, sv,
+            return promote(prog, ch, tc, ms, left, cb, n, sv, hs,
                            (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9))
         if lean.copy and cb.__class__ is bytes:
             cb = bytearray(cb)  # the callers stored nothing; this callee does
-        out = lean.fn(ch, ms, left, cb, n, r1, r2, tc, sv, r0, r3, r4, r5, r6, r7, r8, r9)
+        out = lean.fn(ch, ms, left, cb, n, r1, r2, tc, sv, hs, r0, r3, r4, r5, r6, r7, r8, r9)
         if out.__class__ is RunResult:
             return out
 
 
 def promote(prog: Program, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: int, sv: Any,
-            regs: tuple) -> RunResult:
+            hs: Host | None, regs: tuple) -> RunResult:
     """Go on with ``prog`` (the last of ``ch``, just tail-called) on the general path: the lean
     run's state — ctx bytes, frame stack, tail-call count, budget — moved into a pooled run
     context."""
@@ -372,7 +372,7 @@ def promote(prog: Program, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: i
     if sv is not None:  # the frame's stack so far, copied into the context's own
         frame_stack(env, memory, 0)[0][:] = sv[0]
         _stack_back(sv)
-    env.host = _DEFAULT_HOST
+    env.host = _DEFAULT_HOST if hs is None else hs
     env.tail_calls = tc
     env.table = HELPERS
     env.max_steps = ms
