@@ -219,6 +219,27 @@ def compare(loads: list[Workload], *, rounds: int = 5, min_time: float = 0.3,
     return rows
 
 
+def floor(loads: list[Workload], *, rounds: int = 3, min_time: float = 0.2) -> dict[str, tuple]:
+    """Per workload, the best us/run of two engines that run nothing: one returns a result made
+    once (the timing loop and the call with the case's keyword arguments), one makes a
+    :class:`RunResult` per call as every engine must. No engine can go below the second, so
+    ``interp us/run / floor`` bounds any engine's speed-up on that row."""
+    made = interp.RunResult(0, 1, (), 0)
+    new = tuple.__new__
+
+    def call_only(program, ctx=None, *, host=None, mem=None, max_steps=0, helpers=None):
+        return made
+
+    def with_result(program, ctx=None, *, host=None, mem=None, max_steps=0, helpers=None):
+        return new(interp.RunResult, (0, 1, (program,), 0))
+
+    out = {}
+    for w in loads:
+        out[w.name] = tuple(min(measure(e, w.cases, min_time).us_per_run for _ in range(rounds))
+                            for e in (call_only, with_result))
+    return out
+
+
 def dispatch_balance(rows: list[dict], engine: str = "jit") -> float | None:
     """(cost with 400 handlers) / (cost with 10) - 1 for ``engine``: should stay within ±20 %."""
     cost = {r["workload"]: r["us_per_run"] for r in rows if r["engine"] == engine}
@@ -262,6 +283,10 @@ def main() -> None:
               f"spread {100 * r['spread']:>5.1f} %")
     for line in summary(rows):
         print(line)
+    cost = {(r["workload"], r["engine"]): r["us_per_run"] for r in rows}
+    for name, (call, result) in floor(loads).items():
+        print(f"floor, {name}: {call:.2f} us/run calling, {result:.2f} with a result: "
+              f"at most {cost[(name, 'interp')] / result:.1f}x the interpreter")
 
 
 if __name__ == "__main__":

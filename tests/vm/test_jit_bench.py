@@ -57,3 +57,10 @@ def test_compare_and_summary():
             {"workload": many.name, "engine": "jit", "us_per_run": 2.5},
             {"workload": few.name, "engine": "interp", "us_per_run": 8.0}]
     assert jb.dispatch_balance(fake) == 0.25 and jb.speedups(fake) == {few.name: 4.0}
+
+
+def test_the_floor_is_measured_per_workload_with_the_cases_own_arguments():
+    w = jb.dispatch_workload(10)
+    got = jb.floor([w], rounds=1, min_time=0.01)
+    call, result = got[w.name]
+    assert set(got) == {w.name} and 0 < call and 0 < result
