@@ -9,7 +9,10 @@ the two engines.
   a state machine, semantics pasted from :mod:`sysdispatch.vm.semantics`);
 * :mod:`.compiler` — checks, compile cache, bindings, and the trampolines (tail calls enter the
   callee's body without a new run or a deeper Python stack);
-* :mod:`.runtime` — pooled per-run set-up, the top-level run, faults mapped back to pcs.
+* :mod:`.lean` — which programs need no run context at all (their lean function runs on the
+  caller's bytes);
+* :mod:`.runtime` — pooled per-run set-up, the lean entry, the top-level run, faults mapped back
+  to pcs.
 """
 
 from .compiler import JitProgram, compile_program, unwrap

@@ -32,6 +32,15 @@ longest path fits in the budget; when it may not, ``SLOW`` runs the rest of the 
 interpreter's closures one counted step at a time, so the budget runs out at the interpreter's pc
 after the interpreter's side effects.
 
+A chain of ``jeq`` tests on one register to one target (libseccomp's shape) is one dict lookup
+(``J<pc>``: value -> index of the first test it matches), its steps ``index + 1`` on a hit and
+the whole chain on a miss.
+
+A program with no loop whose only call is ``tail_call`` and whose memory accesses are constant
+offsets from the ctx pointer or ``r10`` also gets a *lean* function ``L`` in the same source
+(see :mod:`.lean`): the same layout with no budget checks, the ctx read from the caller's bytes,
+and exits that return the run's result.
+
 The source depends only on instruction fields (opcodes, registers, offsets, immediates, pcs) and
 on one engine choice (whether ``tail_call`` takes the fast path): names, maps and helper
 implementations are bound per program in the function's globals (``K<pc>`` for map addresses,
@@ -49,7 +58,7 @@ from ..isa import MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn
 from ..memory import CTX_BASE
 from ..program import TAIL_CALL, Program, jump_target
 from .emit import condition, lit, narrowed, reg, stack_offset, statement
-from .lean import analyse_lean
+from .lean import analyse_lean, write_lean
 
 PARAMS = "env, mem, depth, left, blk"
 ARGS = "env, mem, depth, left"
@@ -505,7 +514,7 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
     facts = analyse_lean(program, layout.blocks, layout.tail_sites, _writes)
     tables = dict(layout.jump_tables)
     if facts is not None:
-        lean_ctx = _lean(lines, program, fast_tail, facts[0], tables)
+        lean_ctx = write_lean(lines, program, fast_tail, facts[0], tables)
         lean_longest = facts[1]
         lean_stores = any(spec is not None and spec.kind in ("st", "stx")
                           and insn.dst in facts[0].get(pc, ())
@@ -515,37 +524,6 @@ def generate(program: Program, *, fast_tail: bool) -> Generated:
                      tuple(sorted(layout.helper_ids)),
                      tuple(sorted(set(layout.tail_sites.values()))), tuple(roots),
                      lean_longest, lean_ctx, lean_stores, tuple(sorted(tables.items())))
-
-
-# L's parameters: the run's chain so far, max_steps, the budget left, the ctx bytes and their
-# length, the tail-call count, the frame's stack (buffer and word views, or None: not made yet),
-# the caller's host (None: the default; for the general path a tail callee may go on on) and the
-# registers, r1 and r2 first (what an entry from runtime.run sets).
-LEAN_PARAMS = ("ch, ms, left, cb, n, r1, r2, tc=0, sv=None, hs=None, "
-               + ", ".join(f"r{i}=0" for i in (0, 3, 4, 5, 6, 7, 8, 9)))
-
-
-def _lean(lines: list, program: Program, fast_tail: bool,
-          facts: dict[int, frozenset[int]], tables: dict) -> bool:
-    """Append the lean function ``L`` (see :mod:`.lean`) to ``lines``; returns whether it reads
-    the ctx directly."""
-    layout = _Layout(program, fast_tail, facts)
-    bodies = layout.write_roots()
-    tables.update(layout.jump_tables)
-    for body in bodies.values():
-        body[:] = [line for line in body if line is not None]
-    lines.append((0, f"def L({LEAN_PARAMS}):", -1))
-    if _direct_stack(program):
-        lines.append((1, "if sv is None: sv = STK()", -1))
-        lines.append((1, "stk, s8, s4, s2 = sv", -1))
-    roots = sorted(bodies)
-    if len(roots) > 1:
-        lines.append((1, "blk = 0", -1))
-        lines.append((1, "while True:", -1))
-        _tree(lines, roots, bodies, 2)
-    else:
-        _tree(lines, roots, bodies, 1)
-    return layout.lean_ctx
 
 
 def _tree(lines: list, roots: list[int], bodies: dict[int, list], ind: int) -> None:

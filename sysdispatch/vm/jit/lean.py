@@ -124,3 +124,35 @@ def _longest(blocks: dict, order: list[int]) -> int:
         b = blocks[start]
         longest[start] = b.count + max((longest[s] for s in b.successors()), default=0)
     return longest[0]
+
+
+# L's parameters: the run's chain so far, max_steps, the budget left, the ctx bytes and their
+# length, the tail-call count, the frame's stack (buffer and word views, or None: not made yet),
+# the caller's host (None: the default; for a tail callee that goes on on the general path) and the
+# registers, r1 and r2 first (what an entry from runtime.run sets).
+LEAN_PARAMS = ("ch, ms, left, cb, n, r1, r2, tc=0, sv=None, hs=None, "
+               + ", ".join(f"r{i}=0" for i in (0, 3, 4, 5, 6, 7, 8, 9)))
+
+
+def write_lean(lines: list, program: Program, fast_tail: bool,
+               facts: dict[int, frozenset[int]], tables: dict) -> bool:
+    """Append the lean function ``L`` to ``lines`` (laid out by codegen's :class:`_Layout` in
+    lean mode); returns whether it reads the ctx directly."""
+    from .codegen import _direct_stack, _Layout, _tree  # codegen imports this module
+    layout = _Layout(program, fast_tail, facts)
+    bodies = layout.write_roots()
+    tables.update(layout.jump_tables)
+    for body in bodies.values():
+        body[:] = [line for line in body if line is not None]
+    lines.append((0, f"def L({LEAN_PARAMS}):", -1))
+    if _direct_stack(program):
+        lines.append((1, "if sv is None: sv = STK()", -1))
+        lines.append((1, "stk, s8, s4, s2 = sv", -1))
+    roots = sorted(bodies)
+    if len(roots) > 1:
+        lines.append((1, "blk = 0", -1))
+        lines.append((1, "while True:", -1))
+        _tree(lines, roots, bodies, 2)
+    else:
+        _tree(lines, roots, bodies, 1)
+    return layout.lean_ctx
