@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import interp, jit, progen
-from .isa import PSEUDO_MAP_FD, lddw, make
+from .isa import FP, PSEUDO_MAP_FD, lddw, make
 from .maps import ProgArray
 from .program import SECCOMP, TAIL_CALL, Program
 
@@ -42,6 +42,9 @@ ENGINES: dict[str, Callable] = {"interp": interp.run, "jit": jit.run}
 ARCH_TAG = 0xC000003E
 VERDICT_DEFAULT, VERDICT_MATCH, VERDICT_OTHER, VERDICT_BAD_ARCH = 0x7FFF0000, 0x50001, 0x7FFF0001, 0
 DISPATCH_SLOTS = 512
+# Where ../shared (beside the checkout) keeps the bpf_conformance programs.
+SHARED_CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / \
+    "bpf_conformance" / "tests"
 
 
 @dataclass
@@ -130,12 +133,40 @@ def long_programs_workload(count: int = 20, length: int = 300) -> Workload:
     return Workload(f"random programs ({length}-slot bodies)", cases, "progen, all features")
 
 
-def conformance_workload(directory: Path) -> Workload | str:
+def tail_chain_program(slot: int, table: ProgArray) -> Program:
+    """One link: a little work (count into r9, which survives tail calls), then tail-call
+    ``slot``; when the call falls through, return r9."""
+    insns = [
+        make("add", 9, imm=1, reg=False),
+        make("mov", 8, 9, reg=True),
+        make("lsh", 8, imm=3, reg=False),
+        make("stxdw", FP, 8, off=-8),
+        make("ldxdw", 7, FP, off=-8),
+        *lddw(2, 0, PSEUDO_MAP_FD),
+        make("mov", 3, imm=slot, reg=False),
+        make("call", imm=TAIL_CALL),
+        make("mov", 0, 9, reg=True),
+        make("exit"),
+    ]
+    return Program.load(insns, maps=[table], name=f"link{slot - 1}")
+
+
+def tail_chain_workload(links: int = 40) -> Workload:
+    """``links`` programs, each tail-calling the next: the kernel's limit stops it at 34."""
+    table = ProgArray(links + 1, name="chain")
+    programs = [tail_chain_program(i + 1, table) for i in range(links)]
+    for i, p in enumerate(programs):
+        table.update(i, p)
+    return Workload("tail-call chain (33 tail calls)", [(programs[0], {})],
+                    "34 programs per run")
+
+
+def conformance_workload(directory: Path = SHARED_CONFORMANCE) -> Workload | str:
     """Every program of the conformance suite in ``directory`` with its memory."""
     from ..errors import SysdispatchError
     from .conformance import CONFORMANCE_HELPERS, load_case, parse_test
     if not directory.is_dir():
-        return f"conformance programs: {directory} not found"
+        return f"conformance programs: {directory} not found (../shared is missing)"
     cases = []
     for path in sorted(directory.glob("*.data")):
         try:
@@ -146,10 +177,13 @@ def conformance_workload(directory: Path) -> Workload | str:
     return Workload(f"conformance ({len(cases)} programs)", cases, "each run once per pass")
 
 
-# The JIT's own rows for ``sysdispatch bench vm`` (the conformance row is bench's), as
-# zero-argument builders: one dispatch through a 300-slot table, 10 vs 400 handlers in one
-# table (the balance must stay within +-20 %), a long filter, long random programs.
-BUILDERS: list[Callable[[], Workload]] = [
+# The rows of ``sysdispatch bench vm``, as zero-argument builders (each returns a Workload or
+# the reason it cannot run here): the conformance programs, a 33-deep tail-call chain, one
+# dispatch through a 300-slot table, 10 vs 400 handlers in one table (the balance must stay
+# within +-20 %), a long filter, long random programs.
+BUILDERS: list[Callable[[], Workload | str]] = [
+    conformance_workload,
+    tail_chain_workload,
     lambda: dispatch_workload(300, 300),
     lambda: dispatch_workload(10),
     lambda: dispatch_workload(400),
@@ -158,8 +192,11 @@ BUILDERS: list[Callable[[], Workload]] = [
 ]
 
 
-def workloads() -> list[Workload]:
-    return [build() for build in BUILDERS]
+def workloads() -> tuple[list[Workload], list[str]]:
+    """The workloads that can run here, and the reasons the others cannot."""
+    built = [build() for build in BUILDERS]
+    return ([w for w in built if isinstance(w, Workload)],
+            [w for w in built if not isinstance(w, Workload)])
 
 
 # --- timing --------------------------------------------------------------------------------------
@@ -211,11 +248,13 @@ def compare(loads: list[Workload], *, rounds: int = 5, min_time: float = 0.3,
         for e in engines:
             ss = samples[(w.name, e)]
             rates = [s.rate for s in ss]
-            rows.append({"workload": w.name, "engine": e,
+            med = statistics.median(rates)
+            rows.append({"workload": w.name, "engine": e, "note": w.note,
                          "insns_per_run": ss[0].insns / ss[0].runs,
                          "us_per_run": statistics.median(s.us_per_run for s in ss),
-                         "insns_per_s": statistics.median(rates),
-                         "spread": (max(rates) - min(rates)) / statistics.median(rates)})
+                         "insns_per_s_median": med, "insns_per_s_min": min(rates),
+                         "insns_per_s_max": max(rates),
+                         "spread": (max(rates) - min(rates)) / med if med else 0.0})
     return rows
 
 
@@ -255,38 +294,37 @@ def speedups(rows: list[dict]) -> dict[str, float]:
             if e == "jit" and (w, "interp") in cost and cost[(w, "jit")]}
 
 
-def summary(rows: list[dict]) -> list[str]:
-    """Lines to print under a table of ``rows`` (dicts with workload, engine, us_per_run)."""
+def summary(rows: list[dict], floors: dict[str, tuple] | None = None) -> list[str]:
+    """Lines to print under a table of ``rows`` (dicts with workload, engine, us_per_run), with
+    the :func:`floor` of each workload when given."""
     lines = [f"jit vs interp, {w}: {x:.1f}x" for w, x in speedups(rows).items()]
     for e in ("interp", "jit"):
         bal = dispatch_balance(rows, e)
         if bal is not None:
             lines.append(f"{e}: dispatch with 400 handlers costs {100 * bal:+.1f} % vs 10 handlers")
+    cost = {(r["workload"], r["engine"]): r["us_per_run"] for r in rows}
+    for name, (call, result) in (floors or {}).items():
+        if (name, "interp") in cost:
+            lines.append(f"floor, {name}: {call:.2f} us/run calling, {result:.2f} with a result: "
+                         f"at most {cost[(name, 'interp')] / result:.1f}x the interpreter")
     return lines
 
 
 def main() -> None:
-    default = Path(__file__).resolve().parents[3] / "shared" / "conformance" / \
-        "bpf_conformance" / "tests"
-    conf = conformance_workload(default)
-    loads = ([conf] if isinstance(conf, Workload) else []) + workloads()
+    """``python3 -m sysdispatch.vm.jit_bench`` (ROUNDS, MIN_TIME from the environment): the
+    rows of ``sysdispatch bench vm`` as plain lines."""
+    loads, skipped = workloads()
     rounds, min_time = int(os.environ.get("ROUNDS", 5)), float(os.environ.get("MIN_TIME", 0.3))
     rows = compare(loads, rounds=rounds, min_time=min_time)
-    try:
-        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
-    except OSError:
-        cpus = "?"
-    print(f"python {platform.python_version()}, {rounds} rounds x {min_time:g} s, CPUs {cpus}")
+    print(f"python {platform.python_version()}, {rounds} rounds x {min_time:g} s")
+    for reason in skipped:
+        print(f"skipped: {reason}")
     for r in rows:
         print(f"{r['workload']:<38} {r['engine']:<6} {r['insns_per_run']:>8.1f} insns "
-              f"{r['us_per_run']:>9.2f} us/run {r['insns_per_s'] / 1e6:>7.2f} Minsn/s "
+              f"{r['us_per_run']:>9.2f} us/run {r['insns_per_s_median'] / 1e6:>7.2f} Minsn/s "
               f"spread {100 * r['spread']:>5.1f} %")
-    for line in summary(rows):
+    for line in summary(rows, floor(loads)):
         print(line)
-    cost = {(r["workload"], r["engine"]): r["us_per_run"] for r in rows}
-    for name, (call, result) in floor(loads).items():
-        print(f"floor, {name}: {call:.2f} us/run calling, {result:.2f} with a result: "
-              f"at most {cost[(name, 'interp')] / result:.1f}x the interpreter")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ from __future__ import annotations
 from sysdispatch.vm import engine, jit_bench as jb
 
 
-def test_every_workload_runs_alike_on_both_engines():
-    for w in jb.workloads():
+def test_every_workload_runs_alike_on_both_engines(conformance_dir):
+    loads, skipped = jb.workloads()
+    assert skipped == [] and any(w.name.startswith("conformance") for w in loads)
+    for w in loads:
         for program, kwargs in w.cases[:40]:
             assert (engine.run(program, engine="interp", **kwargs)
                     == engine.run(program, engine="jit", **kwargs)), w.name
@@ -50,8 +52,12 @@ def test_compare_and_summary():
     assert {(r["workload"], r["engine"]) for r in rows} == {
         (few.name, "interp"), (few.name, "jit"), (many.name, "interp"), (many.name, "jit")}
     assert all(r["insns_per_run"] == 13 and r["us_per_run"] > 0 for r in rows)
-    lines = jb.summary(rows)
+    lines = jb.summary(rows, {few.name: (0.5, 1.0)})
     assert any(line.startswith(f"jit vs interp, {few.name}: ") for line in lines)
+    interp_cost = next(r["us_per_run"] for r in rows
+                       if r["workload"] == few.name and r["engine"] == "interp")
+    assert f"floor, {few.name}: 0.50 us/run calling, 1.00 with a result: at most " \
+        f"{interp_cost:.1f}x the interpreter" in lines
     assert any(line.startswith("jit: dispatch with 400 handlers costs ") for line in lines)
     fake = [{"workload": few.name, "engine": "jit", "us_per_run": 2.0},
             {"workload": many.name, "engine": "jit", "us_per_run": 2.5},
@@ -64,3 +70,15 @@ def test_the_floor_is_measured_per_workload_with_the_cases_own_arguments():
     got = jb.floor([w], rounds=1, min_time=0.01)
     call, result = got[w.name]
     assert set(got) == {w.name} and 0 < call and 0 < result
+
+
+def test_the_tail_chain_stops_at_the_kernels_limit():
+    w = jb.tail_chain_workload()
+    (program, kwargs), = w.cases
+    for name in ("interp", "jit"):
+        res = engine.run(program, engine=name, **kwargs)
+        assert res.tail_calls == 33 and len(res.chain) == 34 and res.r0 == 34
+
+
+def test_a_missing_conformance_directory_is_a_reason_not_an_error(tmp_path):
+    assert "not found" in jb.conformance_workload(tmp_path / "nosuch")
