@@ -413,9 +413,9 @@ class _Layout:
             if nb.count != 1 or nb.term != "jcc" or nb.target != b.target:
                 break
             t_insn, t_spec = self.program.insns[nxt], self.program.specs[nxt]
-            if t_spec is not spec and (t_spec.kind, t_spec.op, t_spec.reg, t_insn.dst) != \
+            if (t_spec.kind, t_spec.op, t_spec.reg, t_insn.dst) != \
                     (spec.kind, spec.op, spec.reg, insn.dst):
-                break
+                break  # (the same OpSpec is not enough: the register must be the same too)
             tests.append((nxt, t_insn, t_spec))
             nxt = nb.end
         return tests if len(tests) >= JUMP_TABLE_MIN else None
@@ -458,10 +458,11 @@ class _Layout:
         emit("tc += 1", 1)
         emit("t = t[i]", 1)
         emit("if t is not None:", 1)
-        # runtime.tail_go's common case written out: a leaf that reads the ctx through r1
+        # runtime.tail_go's common case written out: a leaf of this program's type (PT) that
+        # reads the ctx through r1
         emit("p = t if t.__class__ is PROG else UNWRAP(t)", 2)
         emit("f = p.__dict__.get(LEAN)", 2)
-        emit(f"if f and f.leaf and left >= f.longest and r1 == {lit(CTX_BASE)}:", 2)
+        emit(f"if f and f.leaf is PT and left >= f.longest and r1 == {lit(CTX_BASE)}:", 2)
         emit("return f.fn(ch + (p,), ms, left, cb, n, r1, r2, tc, sv, hs, "
              "r0, r3, r4, r5, r6, r7, r8, r9)", 3)
         emit(f"return TGO(t, ch, tc, ms, left, cb, n, sv, hs, {REGS})", 2)

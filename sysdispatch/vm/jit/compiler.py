@@ -125,7 +125,17 @@ def follow(out: tuple, env, mem, depth: int) -> tuple:
             return out
         prog = callee if callee.__class__ is Program else unwrap(callee)
         c = prog.__dict__.get(ATTR)
-        fn = c.fn if c is not None and c.table is table else compiled_for(prog, table).fn
+        if c is not None and c.table is table:
+            fn = c.fn
+        else:
+            try:
+                fn = compiled_for(prog, table).fn
+            except SysdispatchError as exc:
+                # the interpreter's context: the callee is named once the chain has begun or
+                # inside a bpf-to-bpf call
+                if len(chain) > 1 or depth > 0:
+                    exc.at(context=f"program '{prog.name}'")
+                raise
         chain.append(prog)
         _, left, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9 = out
         try:
@@ -241,7 +251,7 @@ class Lean:
     the budget it needs, ``ctx`` whether it needs r1 to be the ctx pointer, ``any_table``
     whether it runs the same under every helper table and host (it calls nothing at all)."""
 
-    __slots__ = ("fn", "longest", "ctx", "any_table", "size", "copy", "zero", "leaf")
+    __slots__ = ("fn", "longest", "ctx", "any_table", "size", "copy", "zero", "leaf", "ptype")
 
     def __init__(self, fn: Callable, longest: int, ctx: bool, any_table: bool,
                  program: Program, stores: bool) -> None:
@@ -253,8 +263,12 @@ class Lean:
         self.copy = stores and ptype.ctx_writable
         self.zero = bytes(self.size)  # the ctx of a run given none
         # a tail callee lean code may enter at once when r1 is the ctx pointer: it calls
-        # nothing and stores nothing into the ctx (no copy to make)
-        self.leaf = any_table and not self.copy
+        # nothing and stores nothing into the ctx (no copy to make). Held as its program type
+        # (else None), tested as ``f.leaf is PT`` against the caller's: a callee of another type
+        # reads and writes the entry's ctx as the entry's type maps it (size, writability,
+        # region name), which only the general path does.
+        self.ptype = ptype
+        self.leaf = ptype if any_table and not self.copy else None
 
 
 class Compiled:
@@ -376,7 +390,7 @@ def compiled_for(program: Program, table: dict) -> Compiled:
         else:
             ns[f"M{pc}"] = _NotProgArray(consts[f"K{pc}"])
             lean_tails = False
-    ns.update(PROG=Program, UNWRAP=unwrap, LEAN=LEAN)
+    ns.update(PROG=Program, UNWRAP=unwrap, LEAN=LEAN, PT=program.prog_type)
     ns.update(PREF=ref, LINES=generated.lines, SLOW=functools.partial(slow_frame, ref),
               CALLX=functools.partial(_callx, table), TAIL=tail_call_target)
     exec(code, ns)  # noqa: S102 - source generated from instruction fields only

@@ -303,7 +303,8 @@ def tail_go(callee: Any, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: int
     the trampoline as a :class:`LeanTail`."""
     prog = callee if callee.__class__ is Program else unwrap(callee)
     lean = prog.__dict__.get(LEAN)
-    if lean and lean.any_table and left >= lean.longest and (r1 == CTX_BASE or not lean.ctx):
+    if lean and lean.any_table and left >= lean.longest and (r1 == CTX_BASE or not lean.ctx) \
+            and lean.ptype is ch[0].prog_type:
         if lean.copy and cb.__class__ is bytes:
             cb = bytearray(cb)  # the caller stored nothing; this callee does
         return lean.fn(ch + (prog,), ms, left, cb, n, r1, r2, tc, sv, hs, r0, r3, r4, r5, r6,
@@ -325,12 +326,16 @@ def lean_follow(out: LeanTail) -> RunResult:
             try:
                 compiled_for(prog, HELPERS)
             except SysdispatchError as exc:  # as on the general path: not located in the caller
+                if len(ch) > 2:  # the interpreter names the callee once the chain has begun
+                    exc.at(context=f"program '{prog.name}'")
                 raise _Located(exc) from None
             lean = prog.__dict__[LEAN]
         # Only a leaf (a callee that calls nothing: a handler) runs lean: a long chain runs
         # faster on the general trampoline, whose run context is made once.
+        # A callee of another type than the entry sees the entry's ctx as the entry's type
+        # maps it (its lean code assumes its own type's): only the general path does that.
         if not (lean and lean.any_table and left >= lean.longest
-                and (r1 == CTX_BASE or not lean.ctx)):
+                and (r1 == CTX_BASE or not lean.ctx) and lean.ptype is ch[0].prog_type):
             # This entry leads to chains (or callees lean code cannot run): later runs of it
             # take the general path from the start, where a chain costs least.
             ch[0].__dict__[LEAN] = False
