@@ -345,6 +345,19 @@ class ProgArray(Map):
         super().__init__(4, 4, max_entries, name)
         self.slots: list[Program | None] = [None] * max_entries
         self.owner: ProgOwner | None = None
+        # The program type fixed by whichever came first: a program stored in a slot, or a
+        # verified program that uses the array (:meth:`claim`; the kernel checks both against
+        # one map->owner).
+        self.owner_type: str | None = None
+
+    def claim(self, prog_type: str) -> bool:
+        """A verified program of ``prog_type`` uses this array (the kernel's check when it loads
+        a program that refers to a prog array): the first user or stored program fixes the
+        type; after that only the same type may use the array."""
+        with self._lock:
+            if self.owner_type is None:
+                self.owner_type = prog_type
+            return self.owner_type == prog_type
 
     def _index(self, index) -> int:
         return int.from_bytes(self._key(index), "little")
@@ -359,8 +372,11 @@ class ProgArray(Map):
             return -errno.EINVAL
         owner = owner_of(program)
         with self._lock:
+            if self.owner_type not in (None, owner.prog_type):
+                return -errno.EINVAL  # a verified user of another type came first
             if self.owner is None:
                 self.owner = owner  # the first program fixes the owner, for good
+                self.owner_type = owner.prog_type
             elif owner != self.owner:
                 return -errno.EINVAL
             self.slots[index] = program
@@ -378,7 +394,8 @@ class ProgArray(Map):
         elif _inner(program) is None:
             why = f"value must be a Program or a verified one, got {type(program).__name__}"
         else:
-            why = f"program '{program.name}' has {owner_of(program)}, the array holds {self.owner}"
+            holds = self.owner or f"type {self.owner_type} (fixed by a program that uses it)"
+            why = f"program '{program.name}' has {owner_of(program)}, the array holds {holds}"
         raise MapError(f"prog_array '{self.name}': update of slot {i} failed: {_errname(-ret)} "
                        f"({why})", -ret)
 

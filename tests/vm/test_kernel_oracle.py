@@ -464,6 +464,57 @@ def test_prog_array_owner_rule_like_the_kernel():
     assert ours == theirs
 
 
+def tail_caller(table) -> list:
+    """r0 = 0 after a tail call into ``table``[0]: a program that uses the array."""
+    return [*lddw(2, 0, PSEUDO_MAP_FD), mov(3, 0), make("call", imm=TAIL_CALL), mov(0, 0),
+            make("exit")]
+
+
+def user_story(use, store, owner_type, other_type):
+    """A program that *uses* a prog array fixes its type as much as one stored in it does:
+    a user of the owner's type loads, one of another type is refused, then only the owner's
+    type may be stored."""
+    out = []
+    for step in (lambda: use(owner_type), lambda: use(other_type),
+                 lambda: store(other_type), lambda: store(owner_type)):
+        try:
+            step()
+            out.append("ok")
+        except (MapError, VerifierError) as exc:
+            out.append(errno.errorcode.get(getattr(exc, "errno", None), "refused"))
+    return out
+
+
+def test_a_program_that_uses_a_prog_array_claims_it_like_the_kernel():
+    from sysdispatch.vm.verifier import verify
+    with kernel.create_map("prog_array", 4, 4, 4) as progs:
+        loaded = []
+
+        def k_use(ptype):
+            loaded.append(kernel.load_program(tail_caller(progs), ptype, maps=[progs]))
+
+        def k_store(ptype):
+            loaded.append(kernel.load_program([mov(0, 1), make("exit")], ptype))
+            kernel.map_update(progs, 0, loaded[-1])
+        try:
+            theirs = user_story(k_use, k_store, "socket_filter", "xdp")
+        finally:
+            for p in loaded:
+                p.close()
+    table = maps.create_map("prog_array", 4, 4, 4)
+    types = {"generic": GENERIC, "seccomp": SECCOMP}
+    ours = user_story(
+        lambda t: verify(Program.load(tail_caller(table), maps=[table], prog_type=types[t])),
+        lambda t: table.update(0, Program.load([mov(0, 1), make("exit")], prog_type=types[t])),
+        "generic", "seccomp")
+    # The kernel refuses the other-type user's load with EINVAL (no verifier text); ours is a
+    # verifier error, counted as "refused" — the outcome, not the spelling, must agree.
+    assert theirs == ["ok", "EINVAL", "EINVAL", "ok"]
+    assert ours == ["ok", "refused", "EINVAL", "ok"]
+    with pytest.raises(VerifierError, match="program type seccomp cannot use prog_array"):
+        verify(Program.load(tail_caller(table), maps=[table], prog_type=SECCOMP))
+
+
 # --- random programs: the kernel and our interpreter must agree -------------------------------
 
 PROGRAMS = 600

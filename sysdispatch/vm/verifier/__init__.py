@@ -39,4 +39,18 @@ def verify(program: Program, prog_type: ProgType | None = None, *, mem_size: int
 
     if not isinstance(program, Program):
         raise TypeError(f"verify() wants a Program, not {type(program).__name__}")
-    return Verifier(program, prog_type or program.prog_type, mem_size, log, insn_limit).run()
+    verified = Verifier(program, prog_type or program.prog_type, mem_size, log, insn_limit).run()
+    _claim_prog_arrays(program)
+    return verified
+
+
+def _claim_prog_arrays(program: Program) -> None:
+    """Like the kernel once its verifier accepts a program (``bpf_check_tail_call``): every prog
+    array the program refers to must hold, or come to hold, programs of the program's own type."""
+    from ..maps import ProgArray
+    for m in program.maps:
+        if isinstance(m, ProgArray) and not m.claim(program.prog_type.name):
+            raise VerifierError(
+                f"program type {program.prog_type.name} cannot use prog_array '{m.name}', which "
+                f"holds type {m.owner_type} programs (a tail call runs only programs of the "
+                f"caller's type; the kernel refuses the load with EINVAL)")
