@@ -282,10 +282,18 @@ def _check_regs(insn, spec) -> None:
         raise EncodingError(f"invalid register r{insn.dst} in '{spec.name}'")
     if "src" not in spec.zero and spec.kind not in _SRC_NOT_REG and insn.src > FP:
         raise EncodingError(f"invalid register r{insn.src} in '{spec.name}'")
-    if spec.kind in _WRITES_DST and insn.dst == FP:
-        raise EncodingError(f"'{spec.name}' writes r10, the read-only frame pointer")
-    if spec.kind == "atomic" and insn.src == FP and sem.ATOMIC[spec.op][1] == "src":
-        raise EncodingError(f"'{spec.name}' writes r10, the read-only frame pointer")
+
+
+def writes_fp(insn, spec) -> bool:
+    """Whether the instruction writes r10. Such an instruction faults when it runs, not when the
+    program is compiled: the verifier (like the kernel's) accepts one on a path no run can
+    take, and the program must then run."""
+    return ((spec.kind in _WRITES_DST and insn.dst == FP)
+            or (spec.kind == "atomic" and insn.src == FP and sem.ATOMIC[spec.op][1] == "src"))
+
+
+def writes_fp_message(spec) -> str:
+    return f"'{spec.name}' writes r10, the read-only frame pointer"
 
 
 def _lddw_value(program: Program, pc: int) -> int:
@@ -316,6 +324,8 @@ def _compile_one(program: Program, pc: int, table: dict[int, Helper]) -> Callabl
     dst, src, off = insn.dst, insn.src, insn.off
     nxt = pc + 1
     _check_regs(insn, spec)
+    if writes_fp(insn, spec):
+        return _mk_fault(writes_fp_message(spec))
     if kind in ("alu", "alu32"):
         bits = sem.width(spec)
         return _ALU[(op, bits, spec.reg)](dst, src, sem.operand(insn.imm, bits), nxt)

@@ -402,11 +402,21 @@ def test_compile_errors_name_the_pc_like_the_interpreter():
     array = ArrayMap(8, 1)
     value = lddw(3, 0, 2)
     beyond = (value[0], Insn(0, imm=8))  # offset 8 of an 8-byte value
-    for bad in ([mov(0, 0), Insn(0xB7, 10, 0, 0, 1), make("exit")],   # writes r10
-                [mov(0, 0), *beyond, make("exit")]):
-        p = Program.load(bad, maps=[array])
-        a, b = both(p)
-        assert a == b and b[0] == "EncodingError" and b[2] == 1
+    p = Program.load([mov(0, 0), *beyond, make("exit")], maps=[array])
+    a, b = both(p)
+    assert a == b and b[0] == "EncodingError" and b[2] == 1
+
+
+def test_a_write_to_r10_faults_where_it_runs_like_the_interpreter():
+    for insn in (Insn(0xB7, 10, 0, 0, 1), Insn(0x61, 10, 1, 0, 0), Insn(0xDB, 10, 10, -8, 0xE1)):
+        p = Program.load([mov(0, 0), insn, make("exit")])
+        a, b = both(p, mem=bytearray(8))
+        assert a == b and b[0] == "VmError" and b[2] == 1, (a, b)
+        # behind a jump no run takes, the program runs on both engines
+        dead = Program.load([mov(0, 0), make("jeq", 0, off=1, imm=0, reg=False), insn,
+                             make("exit")])
+        a, b = both(dead, mem=bytearray(8))
+        assert a == b and b.r0 == 0 and b.steps == 3
 
 
 def test_unwind_and_callx_of_the_conformance_helper():

@@ -14,9 +14,9 @@ import pytest
 
 from sysdispatch.errors import SysdispatchError
 from sysdispatch.vm import engine, jit
-from sysdispatch.vm.isa import FP, MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, lddw, make
+from sysdispatch.vm.isa import FP, MAX_TAIL_CALL_CNT, PSEUDO_MAP_FD, Insn, lddw, make
 from sysdispatch.vm.jit.compiler import LEAN
-from sysdispatch.vm.maps import ProgArray
+from sysdispatch.vm.maps import ArrayMap, ProgArray
 from sysdispatch.vm.program import GENERIC, SECCOMP, TAIL_CALL, Program
 
 U64 = 2**64 - 1
@@ -121,7 +121,9 @@ def test_a_tail_callee_that_cannot_compile_is_named_as_the_interpreter_names_it(
     """Bug: past the first link the interpreter says "program 'B', pc 1"; the JIT said "pc 1"."""
     table = ProgArray(2)
     middle = Program.load([*tail(1), make("exit")], maps=[table], name="A")
-    bad = Program.load([mov(0, 1), make("mov", 10, imm=0, reg=False), make("exit")], name="B")
+    value = ArrayMap(8, 1)
+    beyond = (lddw(3, 0, 2)[0], Insn(0, imm=8))  # lddw of offset 8 into an 8-byte map value
+    bad = Program.load([mov(0, 1), *beyond, make("exit")], maps=[value], name="B")
     table.update(0, middle)
     table.update(1, bad)
     lean_entry = entry(table, GENERIC)
@@ -137,6 +139,12 @@ def test_a_tail_callee_that_cannot_compile_is_named_as_the_interpreter_names_it(
                             make("exit")], maps=[first], name="caller")
     got = agree(in_call)  # inside a bpf-to-bpf call the interpreter names it
     assert "program 'B'" in got[1]
+    # a write to r10 is a fault where it runs (not a compile error): named the same way
+    table.update(1, Program.load([mov(0, 1), make("mov", 10, imm=0, reg=False), make("exit")],
+                                 name="B"))
+    for e in (lean_entry, helper_entry):
+        assert agree(e) == ("VmError", "program 'B', pc 1: 'mov' writes r10, the read-only "
+                                       "frame pointer", 1)
 
 
 # --- suspicions that held up ---------------------------------------------------------------------

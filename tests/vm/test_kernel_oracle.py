@@ -515,6 +515,23 @@ def test_a_program_that_uses_a_prog_array_claims_it_like_the_kernel():
         verify(Program.load(tail_caller(table), maps=[table], prog_type=SECCOMP))
 
 
+def test_a_write_to_r10_on_a_path_no_run_takes_is_accepted_and_runs_like_the_kernel():
+    """The kernel's verifier walks only feasible paths, so it accepts a write to r10 behind a
+    branch it knows is never taken (and removes the dead code); so do our verifier and engines."""
+    from sysdispatch.vm import engine
+    from sysdispatch.vm.verifier import verify
+    insns = [mov(0, 7), make("jeq", 0, off=1, imm=7, reg=False), mov(FP, 1), make("exit")]
+    with kernel.load_program(insns) as loaded:
+        theirs = kernel.test_run(loaded, bytes(kernel.ETH_HLEN))
+    verified = verify(Program.load(insns))
+    for which in ("interp", "jit"):
+        assert engine.run(verified, engine=which).r0 == theirs == 7
+    with pytest.raises(SysdispatchError):  # on a feasible path both refuse it
+        kernel.load_program([mov(0, 0), mov(FP, 1), make("exit")])
+    with pytest.raises(VerifierError, match="frame pointer is read only"):
+        verify(Program.load([mov(0, 0), mov(FP, 1), make("exit")]))
+
+
 # --- random programs: the kernel and our interpreter must agree -------------------------------
 
 PROGRAMS = 600

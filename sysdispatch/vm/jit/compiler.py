@@ -35,8 +35,9 @@ from ...errors import EncodingError, SysdispatchError, VmError
 from .. import semantics as sem
 from ..helpers import HELPERS, Helper, TailCall, Unwind, tail_call_target
 from ..interp import EXIT as INTERP_EXIT, TAIL as INTERP_TAIL
-from ..interp import _check_regs, _lddw_value, compile_program as interp_compile
-from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64, STACK_SIZE
+from ..interp import _check_regs, _lddw_value, compile_program as interp_compile, \
+    writes_fp_message
+from ..isa import MAX_CALL_FRAMES, PSEUDO_IMM64, STACK_SIZE, Insn, spec_of
 from ..maps import ProgArray
 from ..memory import PACK, UNPACK, Memory
 from ..program import TAIL_CALL, Program
@@ -229,6 +230,11 @@ def _ran_off() -> None:
     raise VmError("execution ran past the last instruction (no exit)")
 
 
+def _writes_fp(code: int, off: int, imm: int) -> None:
+    """An instruction that writes r10 ran (the interpreter's fault: see interp.writes_fp)."""
+    raise VmError(writes_fp_message(spec_of(Insn(code, 0, 0, off, imm))))
+
+
 def _missing_helper(hid: int) -> Callable:
     def missing(env, r1, r2, r3, r4, r5):
         raise VmError(f"helper {hid} is not available to this run")
@@ -239,7 +245,8 @@ def _missing_helper(hid: int) -> Callable:
 
 # What lean functions call (runtime.py fills it: CF, CS; and STK, SP, TN, RR, TGO into _BASE_NS).
 LEAN_NS: dict[str, Any] = {}
-_BASE_NS: dict[str, Any] = dict(sem.ENV, CALL=local_call, RAN_OFF=_ran_off, STACK=frame_stack,
+_BASE_NS: dict[str, Any] = dict(sem.ENV, CALL=local_call, RAN_OFF=_ran_off, FPW=_writes_fp,
+                                STACK=frame_stack,
                                 TOPS=tuple(Memory.stack_top(k) for k in range(MAX_CALL_FRAMES)))
 for _size in (1, 2, 4, 8):
     _BASE_NS[f"U{_size}"] = UNPACK[_size]

@@ -21,6 +21,7 @@ from typing import Callable
 
 from .. import semantics as sem
 from ..isa import FP, PSEUDO_IMM64, STACK_SIZE, Insn, lddw_value
+from ..interp import writes_fp
 from ..memory import SIZE_MASK
 from ..program import Program
 
@@ -62,6 +63,9 @@ def statement(emit: Emit, program: Program, pc: int, insn: Insn, spec, narrow: s
     the ctx bytes ``cb`` directly. Returns whether it did."""
     kind, op = spec.kind, spec.op
     dst, src, off = insn.dst, insn.src, insn.off
+    if writes_fp(insn, spec):  # faults when it runs (see interp.writes_fp)
+        emit(f"FPW({insn.code}, {insn.off}, {insn.imm})")
+        return False
     if kind in ("alu", "alu32", "neg"):
         bits = sem.width(spec)
         expr = sem.neg_expr(bits) if kind == "neg" else sem.alu_expr(op, bits)

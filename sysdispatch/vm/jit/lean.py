@@ -20,6 +20,7 @@ not lean, or that the budget does not cover, continues on the general path (``ru
 
 from __future__ import annotations
 
+from ..interp import writes_fp
 from ..isa import FP
 from ..program import TAIL_CALL, Program
 from .emit import stack_offset
@@ -31,7 +32,7 @@ def _mov_copy(insn, spec) -> bool:
 
 def _reads_r10_otherwise(insn, spec) -> bool:
     """Whether the instruction reads r10 other than as the base of a direct stack access
-    (whose offset the caller checks); writes to r10 are refused when compiling."""
+    (whose offset the caller checks); a program that writes r10 is never lean."""
     kind = spec.kind
     if kind in ("ldx", "ldxs", "st"):
         return False
@@ -52,7 +53,8 @@ def analyse_lean(program: Program, blocks: dict, tail_sites: dict[int, int],
     for pc, (insn, spec) in enumerate(zip(insns, specs)):  # reachable or not: the layout
         if spec is None:                                    # writes every call target
             continue
-        if spec.kind in ("callx", "local_call") or _reads_r10_otherwise(insn, spec):
+        if (spec.kind in ("callx", "local_call") or _reads_r10_otherwise(insn, spec)
+                or writes_fp(insn, spec)):
             return None
         if spec.kind == "call" and (insn.imm != TAIL_CALL or pc not in tail_sites):
             return None
