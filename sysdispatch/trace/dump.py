@@ -147,13 +147,20 @@ class _Run:
         self.count = 0
         self.complete: set[int] = set()             # tgids that exec'd after installing
         self.announced: set[int] = set()            # new tasks whose initial SIGSTOP is due
+        # Tasks already reaped: a new task can stop, run and exit before its creator's
+        # fork/clone event is reported, and that late event must not bring it back.
+        self.reaped: set[int] = set()
 
     # --- the loop ----------------------------------------------------------------------------
 
     def loop(self) -> None:
         while self.tasks:
-            tid, status = pt.wait(-1)
+            try:
+                tid, status = pt.wait(-1)
+            except ChildProcessError:
+                return  # nothing left to wait for: every task has been reaped
             if not os.WIFSTOPPED(status):
+                self.reaped.add(tid)
                 task = self.tasks.pop(tid, None)
                 if task is not None and self._process_gone(task.tgid) and self._settled():
                     return
@@ -219,7 +226,8 @@ class _Run:
         """Handle a fork/vfork/clone or exec event stop; True when the run is over."""
         if event in _NEW_TASK_EVENTS:
             new = pt.geteventmsg(tid)
-            if new not in self.tasks:          # else its SIGSTOP came first and adopted it
+            # else its SIGSTOP came first and adopted it (and it may even have exited since)
+            if new not in self.tasks and new not in self.reaped:
                 self._adopt(new)
                 self.announced.add(new)
             return False
@@ -235,6 +243,7 @@ class _Run:
         return False
 
     def _adopt(self, tid: int) -> None:
+        self.reaped.discard(tid)   # a pid used again
         tgid, ppid = _ids(tid)
         self.tasks[tid] = _Task(tgid)
         if tgid not in self.parent and ppid is not None:
