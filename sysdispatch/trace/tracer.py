@@ -131,6 +131,10 @@ class Tracer:
         self.enforcer = Enforcer(audit=audit, hook=hook, decide=lambda d: policy.decide(d).ret,
                                  report=self._problem)
         self.threads: dict[int, Thread] = {}
+        # Reaped tids: a short-lived child can stop, run and exit before its creator's
+        # fork/clone event is reported; that late event must not bring it back (a ghost whose
+        # pid, reused by an unrelated process, Ctrl-C would then kill).
+        self._reaped: set[int] = set()
         self.main_pid: int | None = None
         self.main_status: int | None = None
         self.attached = False
@@ -310,6 +314,7 @@ class Tracer:
             self.stops += 1
 
     def _adopt(self, tid: int) -> Thread:
+        self._reaped.discard(tid)   # a pid used again
         th = self.threads[tid] = Thread(tid)
         return th
 
@@ -375,6 +380,7 @@ class Tracer:
         threads = self.threads
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             threads.pop(tid, None)
+            self._reaped.add(tid)
             if tid == self.main_pid:
                 self.main_status = status
             return
@@ -396,7 +402,7 @@ class Tracer:
         elif event and sig == signal.SIGTRAP:
             if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
                 child = pt.geteventmsg(tid)
-                if child not in threads:
+                if child not in threads and child not in self._reaped:
                     threads[child] = Thread(child, child if event != pt.PTRACE_EVENT_CLONE
                                             else None)
             elif event == pt.PTRACE_EVENT_EXEC:

@@ -18,6 +18,8 @@ import pytest
 
 from sysdispatch.seccomp import actions
 from sysdispatch.trace import dump
+
+from tracer_helpers import ChildExitsFirst
 from sysdispatch.trace import ptrace as pt
 
 from tracer_helpers import GETPGID, GETPPID, MKDIR, classic_filter
@@ -343,48 +345,10 @@ def test_a_task_killed_at_its_stop_is_not_an_error(tracee, tmp_path, monkeypatch
     assert leftovers() == []
 
 
-class ChildExitsFirst:
-    """``pt.wait`` for dump's loop that holds back a fork/vfork/clone event until the new task
-    has been reported as exited: the kernel may report a short-lived child's whole life before
-    its creator's event. Counts how often it held one back."""
-
-    NEW_TASK = NewestFirst.NEW_TASK
-
-    def __init__(self) -> None:
-        self.real = pt.wait
-        self.held: list[tuple[int, int, int]] = []   # (child, parent tid, status)
-        self.ready: list[tuple[int, int]] = []
-        self.exited: set[int] = set()
-        self.reordered = 0
-
-    def __call__(self, pid: int = -1, flags: int = pt.WALL) -> tuple[int, int]:
-        if pid != -1:
-            return self.real(pid, flags)
-        while not self.ready:
-            try:
-                tid, status = self.real(-1, flags)
-            except ChildProcessError:
-                if not self.held:
-                    raise
-                child, tid, status = self.held.pop(0)   # let it through after all
-                return tid, status
-            if os.WIFSTOPPED(status) and status >> 16 in self.NEW_TASK:
-                self.held.append((pt.geteventmsg(tid), tid, status))
-                continue
-            if not os.WIFSTOPPED(status):
-                self.exited.add(tid)
-            self.ready.append((tid, status))
-            for entry in [h for h in self.held if h[0] in self.exited]:
-                self.held.remove(entry)
-                self.ready.append(entry[1:])
-                self.reordered += 1
-        return self.ready.pop(0)
-
-
 def test_a_child_that_exits_before_its_parents_fork_event_is_not_waited_for(monkeypatch):
     """Its late fork event must not bring the reaped child back (the run would wait for it
     forever, or fail with ECHILD)."""
-    waiter = ChildExitsFirst()
+    waiter = ChildExitsFirst(pt.wait)
     monkeypatch.setattr(dump.pt, "wait", waiter)
     assert dump.dump_command(["sh", "-c", "(true); (true); true"]) == {}
     assert waiter.reordered > 0

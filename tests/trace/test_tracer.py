@@ -257,3 +257,18 @@ def test_live_slot_swap_beats_the_static_shortcut(tmp_path):
         assert tracer.spawn([cprog("sigsys"), "default", str(GETPPID)], stdout=out.fileno()) == 0
         out.seek(0)
         assert out.read() == "ret=-1\nalive\n"
+
+
+def test_a_child_reaped_before_its_parents_fork_event_leaves_no_ghost(monkeypatch):
+    """A late fork event of a child already reaped must not bring it back: the tracer would
+    keep a ghost whose pid, once reused by an unrelated process, Ctrl-C would SIGKILL."""
+    from sysdispatch.policy.loaded import LoadedPolicy
+    from sysdispatch.policy.parse import default_path
+    from sysdispatch.trace.tracer import Tracer
+    from tracer_helpers import ChildExitsFirst
+    waiter = ChildExitsFirst(os.waitpid)
+    monkeypatch.setattr(os, "waitpid", waiter)   # the tracer's loop waits with os.waitpid
+    tracer = Tracer(LoadedPolicy.from_file(default_path()), dispatch_all=True)
+    assert tracer.spawn(["sh", "-c", "(true); (true); (exit 3)"]) == 3
+    monkeypatch.undo()
+    assert waiter.reordered > 0 and tracer.threads == {}

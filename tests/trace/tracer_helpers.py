@@ -19,6 +19,7 @@ import pytest
 from sysdispatch.policy.loaded import LoadedPolicy
 from sysdispatch.seccomp import actions
 from sysdispatch.seccomp.data import AUDIT_ARCH_X86_64, OFF_ARCH, OFF_NR
+from sysdispatch.trace import ptrace as pt
 from sysdispatch.trace.prefilter import Loader
 from sysdispatch.trace.tracer import Tracer
 from sysdispatch.vm.cbpf import OPS, RET, CInsn, encode
@@ -135,3 +136,41 @@ def cli(*argv: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     """``sysdispatch trace ARGV`` as a user runs it."""
     return subprocess.run([sys.executable, "-m", "sysdispatch", "trace", *argv],
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+class ChildExitsFirst:
+    """``pt.wait`` for dump's loop that holds back a fork/vfork/clone event until the new task
+    has been reported as exited: the kernel may report a short-lived child's whole life before
+    its creator's event. Counts how often it held one back."""
+
+    NEW_TASK = (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE)
+
+    def __init__(self, real) -> None:
+        self.real = real     # the wait being wrapped: (pid, flags) -> (tid, status)
+        self.held: list[tuple[int, int, int]] = []   # (child, parent tid, status)
+        self.ready: list[tuple[int, int]] = []
+        self.exited: set[int] = set()
+        self.reordered = 0
+
+    def __call__(self, pid: int = -1, flags: int = pt.WALL) -> tuple[int, int]:
+        if pid != -1:
+            return self.real(pid, flags)
+        while not self.ready:
+            try:
+                tid, status = self.real(-1, flags)
+            except ChildProcessError:
+                if not self.held:
+                    raise
+                child, tid, status = self.held.pop(0)   # let it through after all
+                return tid, status
+            if os.WIFSTOPPED(status) and status >> 16 in self.NEW_TASK:
+                self.held.append((pt.geteventmsg(tid), tid, status))
+                continue
+            if not os.WIFSTOPPED(status):
+                self.exited.add(tid)
+            self.ready.append((tid, status))
+            for entry in [h for h in self.held if h[0] in self.exited]:
+                self.held.remove(entry)
+                self.ready.append(entry[1:])
+                self.reordered += 1
+        return self.ready.pop(0)
