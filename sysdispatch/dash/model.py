@@ -16,21 +16,13 @@ from dataclasses import dataclass, field
 
 from ..seccomp import actions
 from ..trace.events import Event
-from ..trace.summary import VERDICT_COLUMNS
+from ..trace.summary import column_of   # the summary's grouping of actions into columns
 
-# The verdict columns are the summary's (one source of truth for how actions are grouped).
-VERDICTS: tuple[str, ...] = tuple(title for title, _ in VERDICT_COLUMNS)
-_COLUMN_OF = {act: title for title, acts in VERDICT_COLUMNS for act in acts}
 # Verdicts that refuse the call: what "sort by denials" and the denials panel count.
 DENIALS = frozenset({"errno", "trap", "kill"})
 SORT_KEYS = ("calls", "denials")
 RATE_SECONDS = 60          # the sparkline's width in seconds
 RECENT_DENIALS = 8
-
-
-def column_of(verdict: int) -> str:
-    """The verdict column (``allow``, ``errno``, ...) a raw seccomp return value counts in."""
-    return _COLUMN_OF[actions.action_of(verdict)]
 
 
 def tail_call_depth(path: tuple[str, ...]) -> int:

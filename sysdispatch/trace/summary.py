@@ -36,6 +36,11 @@ _COLUMN_OF = {act: title for title, acts in VERDICT_COLUMNS for act in acts}
 ALWAYS_SHOWN = ("allow",)
 
 
+def column_of(verdict: int) -> str:
+    """The verdict column (``allow``, ``errno``, ...) a raw seccomp return value counts in."""
+    return _COLUMN_OF[actions.action_of(verdict)]
+
+
 def arch_label(audit: int, nr: int) -> str:
     """``x86_64``, ``i386``, ``x32`` (an x86_64 number with the x32 bit), or the hex value."""
     a = _arch.by_audit(audit & 0xFFFFFFFF)
@@ -59,7 +64,7 @@ class Row:
     def column_counts(self) -> Counter:
         out: Counter = Counter()
         for ret, n in self.verdicts.items():
-            out[_COLUMN_OF[actions.action_of(ret)]] += n
+            out[column_of(ret)] += n
         return out
 
 
