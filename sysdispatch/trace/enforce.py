@@ -236,13 +236,9 @@ class Enforcer:
 
     # --- TRACE and USER_NOTIF ------------------------------------------------------------------
 
-    def _traced(self, th, nr: int, arch: int, ip: int, args: tuple[int, ...], ret: int,
-                recheck: bool = False) -> bool:
-        if recheck:
-            return False          # the kernel's recheck after a tracer: TRACE means run
+    def _traced(self, th, nr: int, arch: int, ip: int, args: tuple[int, ...], ret: int) -> bool:
         act = actions.action_of(ret)
         kind = "trace" if act == actions.TRACE else "user_notif"
-        reply = None
         if self.hook is None:
             pt.skip_syscall(th.tid, -_errno.ENOSYS)
             return False
