@@ -376,7 +376,8 @@ class StopInfo:
     """A reusable PTRACE_GET_SYSCALL_INFO buffer for the tracer's hot path: :meth:`read` makes
     one request and returns the fields as one tuple of ints, :data:`STOP_FIELDS` — no ctypes
     object or dataclass per stop. ``nr`` is the u64 the kernel wrote (exit stops: the return
-    value; convert with :func:`signed_nr`); ``args`` are ``fields[5:11]``."""
+    value), unsigned: the caller signs it (the tracer does, inline); ``args`` are
+    ``fields[5:11]``."""
 
     LAYOUT = struct.Struct("<B3xIQQQ6QI4x")   # struct ptrace_syscall_info, as _RawSyscallInfo
 
@@ -399,9 +400,3 @@ class StopInfo:
 STOP_FIELDS = ("op", "arch", "instruction_pointer", "stack_pointer", "nr",
                "arg0", "arg1", "arg2", "arg3", "arg4", "arg5", "ret_data")
 assert StopInfo.LAYOUT.size == ctypes.sizeof(_RawSyscallInfo)
-
-
-def signed_nr(nr: int) -> int:
-    """A syscall number as seccomp_data holds it (int): the u64 of GET_SYSCALL_INFO, signed."""
-    nr &= 0xFFFFFFFFFFFFFFFF
-    return nr - (1 << 64) if nr >> 63 else nr
