@@ -26,6 +26,8 @@ from sysdispatch.vm.disasm import disassemble
 from sysdispatch.vm.isa import FP, PSEUDO_MAP_FD, lddw, make
 from sysdispatch.vm.program import GENERIC, MAP_LOOKUP_ELEM, SECCOMP, TAIL_CALL, Program
 
+from map_scripts import MAP_SCRIPTS, kernel_ops, our_ops, play
+
 pytestmark = pytest.mark.skipif(
     not kernel.kernel_bpf_available(),
     reason="the kernel oracle needs root and bpf() (BPF_PROG_LOAD + BPF_PROG_TEST_RUN)")
@@ -144,100 +146,21 @@ def test_the_running_kernel_accepts_sign_extending_loads():
 
 # --- maps: kernel semantics, and ours beside them ---------------------------------------------
 
-ANY, NOEXIST, EXIST, F_LOCK = kernel.BPF_ANY, kernel.BPF_NOEXIST, kernel.BPF_EXIST, kernel.BPF_F_LOCK
-
-# (operation, key, value, flags) and the kernel's answer: the value read, None for success, or
-# the errno name. The answers were asked of Linux 6.18 and hold for any recent kernel.
-ARRAY_SCRIPT = [  # key 4 bytes, value 8 bytes, 4 entries
-    (("lookup", 0), 0),
-    (("lookup", 4), "ENOENT"),
-    (("update", 1, 5, ANY), None),
-    (("update", 1, 6, NOEXIST), "EEXIST"),     # every element of an array always exists
-    (("update", 2, 7, EXIST), None),
-    (("update", 4, 1, ANY), "E2BIG"),          # index past max_entries
-    (("update", 4, 1, NOEXIST), "E2BIG"),
-    (("update", 1, 1, 3), "EINVAL"),           # unknown flag bits
-    (("update", 1, 1, F_LOCK), "EINVAL"),      # F_LOCK without a bpf_spin_lock in the value
-    (("delete", 1), "EINVAL"),                 # array elements cannot be deleted
-    (("delete", 9), "EINVAL"),
-    (("lookup", 1), 5),
-    (("lookup", 2), 7),
-    (("update", 3, U64, EXIST), None),
-    (("lookup", 3), U64),
-]
-HASH_SCRIPT = [  # key 4 bytes, value 8 bytes, 2 entries
-    (("lookup", 1), "ENOENT"),
-    (("update", 1, 5, EXIST), "ENOENT"),
-    (("update", 1, 5, NOEXIST), None),
-    (("update", 1, 6, NOEXIST), "EEXIST"),
-    (("update", 1, 6, EXIST), None),
-    (("update", 2, 7, ANY), None),
-    (("update", 3, 8, ANY), "E2BIG"),          # full
-    (("update", 3, 8, NOEXIST), "E2BIG"),
-    (("update", 3, 8, EXIST), "ENOENT"),       # a missing key beats a full table
-    (("update", 2, 9, ANY), None),             # replacing in a full table is fine
-    (("update", 1, 1, 3), "EINVAL"),
-    (("update", 1, 1, F_LOCK), "EINVAL"),
-    (("delete", 3), "ENOENT"),
-    (("delete", 2), None),
-    (("lookup", 2), "ENOENT"),
-    (("update", 3, 10, NOEXIST), None),
-    (("lookup", 1), 6),
-    (("lookup", 3), 10),
-]
-
-
-def run_script(do, script):
-    """Play ``script`` through ``do(op, *args)``; return the answers in the scripts' terms."""
-    answers = []
-    for step, _ in script:
-        try:
-            out = do(*step)
-        except MapError as exc:
-            answers.append(errno.errorcode[exc.errno])
-        else:
-            answers.append(int.from_bytes(out, "little") if out is not None else None)
-    return answers
-
-
-def kernel_ops(m):
-    def do(op, key, value=None, flags=ANY):
-        if op == "lookup":
-            return kernel.map_lookup(m, key)
-        if op == "delete":
-            return kernel.map_delete(m, key)
-        return kernel.map_update(m, key, value, flags)
-    return do
-
-
-def our_ops(m):
-    def do(op, key, value=None, flags=ANY):
-        if op == "lookup":
-            out = m.lookup(key)
-            if out is None:  # ours answers None where bpf(2) fails with ENOENT
-                raise MapError("absent", errno.ENOENT)
-            return out
-        if op == "delete":
-            return m.delete(key)
-        return m.update(key, value, flags)
-    return do
-
-
-MAP_SCRIPTS = [("array", 4, ARRAY_SCRIPT), ("hash", 2, HASH_SCRIPT)]
+ANY, NOEXIST, EXIST = kernel.BPF_ANY, kernel.BPF_NOEXIST, kernel.BPF_EXIST
 
 
 @pytest.mark.parametrize("kind, entries, script", MAP_SCRIPTS)
 def test_kernel_map_answers(kind, entries, script):
     with kernel.create_map(kind, 4, 8, entries) as m:
-        assert run_script(kernel_ops(m), script) == [want for _, want in script]
+        assert play(kernel_ops(m), script) == [want for _, want in script]
     assert m.fd == -1
 
 
 @pytest.mark.parametrize("kind, entries, script", MAP_SCRIPTS)
 def test_our_maps_answer_like_the_kernel(kind, entries, script):
     with kernel.create_map(kind, 4, 8, entries) as km:
-        theirs = run_script(kernel_ops(km), script)
-    ours = run_script(our_ops(maps.create_map(kind, 4, 8, entries)), script)
+        theirs = play(kernel_ops(km), script)
+    ours = play(our_ops(maps.create_map(kind, 4, 8, entries)), script)
     diff = [f"{step}: kernel {k}, ours {o}" for (step, _), k, o in zip(script, theirs, ours)
             if k != o]
     assert not diff, "\n".join(diff)

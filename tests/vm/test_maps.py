@@ -1,7 +1,7 @@
 """Maps: every error the kernel gives, from Python and from programs, and one storage for both.
 
-The scripts below hold the kernel's answers (asked of Linux 6.x through vm.kernel, and asked
-again by test_same_answers_as_the_kernel whenever root and bpf() are available).
+The map scripts (tests/vm/map_scripts.py) hold the kernel's answers; tests/vm/test_kernel_oracle.py
+asks the kernel them again, and compares our maps with it, whenever root and bpf() are available.
 """
 
 from __future__ import annotations
@@ -20,100 +20,15 @@ from sysdispatch.vm.memory import SHARED
 from sysdispatch.vm.program import (GENERIC, MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM,
                                     SECCOMP, Program)
 
+from map_scripts import MAP_SCRIPTS, our_ops, play
+
 U64 = (1 << 64) - 1
-F_LOCK = 4
-
-# (operation, key, value, flags) -> the value read (int), None for success, or the errno name.
-# The Python API answers a lookup of a missing key with None, the syscall with ENOENT.
-ARRAY_SCRIPT = [  # key 4 bytes, value 8 bytes, 4 entries
-    (("lookup", 0), 0),
-    (("lookup", 4), "ENOENT"),
-    (("update", 1, 5, BPF_ANY), None),
-    (("update", 1, 6, BPF_NOEXIST), "EEXIST"),
-    (("update", 2, 7, BPF_EXIST), None),
-    (("update", 4, 1, BPF_ANY), "E2BIG"),
-    (("update", 4, 1, BPF_NOEXIST), "E2BIG"),
-    (("update", 9, 1, 3), "EINVAL"),         # flags are checked before the index
-    (("update", 1, 1, F_LOCK), "EINVAL"),
-    (("delete", 1), "EINVAL"),
-    (("delete", 9), "EINVAL"),
-    (("lookup", 1), 5),
-    (("lookup", 2), 7),
-    (("update", 3, U64, BPF_EXIST), None),
-    (("lookup", 3), U64),
-]
-HASH_SCRIPT = [  # key 4 bytes, value 8 bytes, 2 entries
-    (("lookup", 1), "ENOENT"),
-    (("update", 1, 5, BPF_EXIST), "ENOENT"),
-    (("update", 1, 5, BPF_NOEXIST), None),
-    (("update", 1, 6, BPF_NOEXIST), "EEXIST"),
-    (("update", 1, 6, BPF_EXIST), None),
-    (("update", 2, 7, BPF_ANY), None),
-    (("update", 3, 8, BPF_ANY), "E2BIG"),       # full
-    (("update", 3, 8, BPF_NOEXIST), "E2BIG"),
-    (("update", 3, 8, BPF_EXIST), "ENOENT"),    # a missing key beats a full table
-    (("update", 2, 9, BPF_ANY), None),          # replacing in a full table is fine
-    (("update", 5, 1, 3), "EINVAL"),
-    (("update", 1, 1, F_LOCK), "EINVAL"),
-    (("delete", 3), "ENOENT"),
-    (("delete", 2), None),
-    (("lookup", 2), "ENOENT"),
-    (("update", 3, 10, BPF_NOEXIST), None),     # the freed slot is reused
-    (("lookup", 1), 6),
-    (("lookup", 3), 10),
-]
 
 
-def ours(m):
-    def do(op, key, value=None, flags=BPF_ANY):
-        if op == "lookup":
-            got = m.lookup(key)
-            if got is None:
-                raise MapError("absent", errno.ENOENT)
-            return got
-        if op == "delete":
-            return m.delete(key)
-        return m.update(key, value, flags)
-    return do
-
-
-def play(do, script):
-    answers = []
-    for step, _ in script:
-        try:
-            out = do(*step)
-        except MapError as exc:
-            answers.append(errno.errorcode[exc.errno])
-        else:
-            answers.append(int.from_bytes(out, "little") if out is not None else None)
-    return answers
-
-
-@pytest.mark.parametrize("kind, script", [("array", ARRAY_SCRIPT), ("hash", HASH_SCRIPT)])
-def test_python_api_answers_like_the_kernel(kind, script):
-    m = create_map(kind, 4, 8, 4 if kind == "array" else 2)
-    assert play(ours(m), script) == [want for _, want in script]
-
-
-@pytest.mark.parametrize("kind, script", [("array", ARRAY_SCRIPT), ("hash", HASH_SCRIPT)])
-def test_same_answers_as_the_kernel(kind, script):
-    kernel = pytest.importorskip("sysdispatch.vm.kernel")
-    if not kernel.kernel_bpf_available():
-        pytest.skip("needs root and bpf()")
-
-    def kdo(km):
-        def do(op, key, value=None, flags=BPF_ANY):
-            if op == "lookup":
-                return kernel.map_lookup(km, key)
-            if op == "delete":
-                return kernel.map_delete(km, key)
-            return kernel.map_update(km, key, value, flags)
-        return do
-
-    entries = 4 if kind == "array" else 2
-    with kernel.create_map(kind, 4, 8, entries) as km:
-        theirs = play(kdo(km), script)
-    assert play(ours(create_map(kind, 4, 8, entries)), script) == theirs
+@pytest.mark.parametrize("kind, entries, script", MAP_SCRIPTS)
+def test_python_api_answers_like_the_kernel(kind, entries, script):
+    m = create_map(kind, 4, 8, entries)
+    assert play(our_ops(m), script) == [want for _, want in script]
 
 
 @pytest.mark.parametrize("args", [("array", 8, 4, 4), ("array", 4, 0, 4), ("array", 4, 4, 0),
