@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import MapError, SysdispatchError, VerifierError
 from .isa import (Insn, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, decode_program, encode_program, make,
                   spec_of)
+from .maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MAP_TYPE_NAMES  # noqa: F401 (re-exported)
 
 # The bpf(2) system call number on x86_64 (arch/x86/entry/syscalls/syscall_64.tbl: 321 bpf).
 # glibc exports no bpf() wrapper, so we go through its generic syscall(2).
@@ -58,14 +59,10 @@ PROG_TYPES = {
     "xdp": 6,
 }
 
-# Map types (enum bpf_map_type) this oracle needs.
-MAP_HASH = 1
-MAP_ARRAY = 2
-MAP_PROG_ARRAY = 3
-MAP_TYPES = {"hash": MAP_HASH, "array": MAP_ARRAY, "prog_array": MAP_PROG_ARRAY}
-
-# Flags of BPF_MAP_UPDATE_ELEM.
-BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
+# Map types by name (enum bpf_map_type); the update flags BPF_ANY/NOEXIST/EXIST come from maps.py.
+MAP_TYPES = MAP_TYPE_NAMES
+# BPF_MAP_UPDATE_ELEM's flag for a value with a bpf_spin_lock (our maps have none to take).
+BPF_F_LOCK = 4
 
 # BPF_PROG_TEST_RUN of an skb-based program needs an Ethernet header's worth of data.
 ETH_HLEN = 14
