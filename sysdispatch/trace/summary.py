@@ -71,6 +71,8 @@ class Row:
 class Summary:
     """Counts of dispatched syscalls by syscall, verdict and handler."""
 
+    reads_decoded = False   # counts only: the tracer need not read paths from the tracee for it
+
     def __init__(self, header: Header | None = None) -> None:
         self.header = header
         self.rows_by_key: dict[tuple[int, int], Row] = {}

@@ -114,7 +114,8 @@ class Tracer:
 
     ``policy``: the LoadedPolicy that decides. ``audit``: report, never enforce. ``sinks``:
     callables taking each Event (each has ``close()``), e.g. the Recorder or the Summary — with
-    sinks every syscall is dispatched. ``out``: a text stream for one line per event with a
+    sinks every syscall is dispatched; a sink with ``reads_decoded = False`` gets events whose
+    ``decoded`` is empty unless a line is printed. ``out``: a text stream for one line per event with a
     verdict other than ALLOW (every event with ``verbose``); None is quiet. ``dispatch_all``:
     stop at every syscall. ``hook``: the ``--on-trace`` function."""
 
@@ -146,6 +147,9 @@ class Tracer:
         self._syscall = pt.fast_call(pt.PTRACE_SYSCALL)
         self._go = self._cont                 # the resume of a plain ALLOW (attach: SYSCALL)
         self._quiet_allow = not self.sinks and not verbose   # ALLOW needs no event
+        # Reading the tracee's memory for paths costs a system call per path: done only for
+        # sinks that read ``Event.decoded`` (a sink says it does not with reads_decoded = False).
+        self._sinks_decode = any(getattr(s, "reads_decoded", True) for s in self.sinks)
         # Syscalls the policy allows whatever their arguments (policy.static.static_allowed): with
         # --all they still stop, but need no decision — while the policy's tables stay as they
         # were (a live slot swap bumps its generation; without one, no shortcut).
@@ -366,10 +370,11 @@ class Tracer:
         if not show and not self.sinks:
             return
         name = _decode.syscall_name(arch, nr)
+        decoded = _decode.decode(th.tid, name, arch, args) if show or self._sinks_decode else {}
         ev = Event(time=time.monotonic() - self.start, pid=th.tgid, tid=th.tid, nr=nr,
                    name=name, arch=arch, ip=ip, args=args, verdict=ret,
                    handler=decision.handler or "default", path=decision.path,
-                   enforced=not self.audit, decoded=_decode.decode(th.tid, name, arch, args))
+                   enforced=not self.audit, decoded=decoded)
         for sink in self.sinks:
             sink(ev)
         if show:

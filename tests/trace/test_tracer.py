@@ -15,6 +15,7 @@ import pytest
 from sysdispatch.seccomp import actions
 from sysdispatch.seccomp.data import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
 from sysdispatch.trace.record import read_events
+from sysdispatch.trace.summary import Summary
 
 from tracer_helpers import (GETPPID, classic_filter, cli, cprog, needs_root_gcc, policy_file,
                             run_kernel, run_native, run_traced)
@@ -177,6 +178,34 @@ def test_record_summary_and_hook_from_the_command_line(tmp_path):
     assert len(events) > 20 and [e.verdict for e in events if e.name == "getppid"] == \
         [actions.TRACE | 3]
     assert "getppid" in res.stderr and "calls" in res.stderr     # the summary table
+
+
+class _CountsOnly(list):
+    """A sink like the Summary: it never reads ``Event.decoded``."""
+
+    reads_decoded = False
+
+    def close(self) -> None:
+        pass
+
+    __call__ = list.append
+
+
+def test_paths_are_read_from_the_tracee_only_for_someone_who_reads_them(tmp_path):
+    """A sink that only counts gets no decoded paths (no memory read per syscall for it); a
+    sink that reads them gets them, and so does a printed line whatever the sinks."""
+    pol = policy_file(tmp_path, {"mkdir": "errno(EPERM)"})
+    target = str(tmp_path / "d")
+    blind = _CountsOnly()
+    run = run_traced(pol, ["mkdir", target], sinks=[blind], dispatch_all=True)
+    opens = [e for e in blind if e.name == "openat"]
+    assert opens and all(e.decoded == {} for e in opens)
+    assert f'mkdir("{target}", 0777) -> ERRNO(1) EPERM' in run.lines   # shown: decoded
+    (mkdir,) = [e for e in blind if e.name == "mkdir"]
+    assert mkdir.decoded == {"pathname": target, "mode": "0777"}
+    seeing = run_traced(pol, ["mkdir", target], sinks=[_CountsOnly()], record=True)
+    assert any(e.decoded.get("pathname") for e in seeing.events if e.name == "openat")
+    assert Summary.reads_decoded is False
 
 
 def test_cpu_pins_tracer_and_command():
