@@ -27,6 +27,7 @@ whatever the trace's length.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -85,39 +86,11 @@ def event_line(ev: Event) -> str:
 
 
 # Encodings of the few distinct names, handlers, paths and verdicts a trace holds, remembered
-# (and forgotten wholesale if a trace somehow holds very many).
-_STRINGS: dict[str, str] = {}
-_PATHS: dict[tuple[str, ...], str] = {}
-_DESCRIPTIONS: dict[int, str] = {}
-_REMEMBER = 4096
-
-
-def _string(text: str) -> str:
-    enc = _STRINGS.get(text)
-    if enc is None:
-        if len(_STRINGS) > _REMEMBER:
-            _STRINGS.clear()
-        enc = _STRINGS[text] = _encode(text)
-    return enc
-
-
-def _path(path: tuple[str, ...]) -> str:
-    enc = _PATHS.get(path)
-    if enc is None:
-        if len(_PATHS) > _REMEMBER:
-            _PATHS.clear()
-        enc = _PATHS[path] = _encode(list(path))
-    return enc
-
-
-def _describe(verdict: int) -> str:
-    """actions.describe, remembered."""
-    text = _DESCRIPTIONS.get(verdict)
-    if text is None:
-        if len(_DESCRIPTIONS) > _REMEMBER:
-            _DESCRIPTIONS.clear()
-        text = _DESCRIPTIONS[verdict] = actions.describe(verdict)
-    return text
+# (a bounded cache, should a trace somehow hold very many).
+_remembered = functools.lru_cache(maxsize=4096)
+_string = _remembered(_encode)
+_path = _remembered(lambda path: _encode(list(path)))
+_describe = _remembered(actions.describe)
 
 
 class Recorder:
