@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import pyseccomp
 
 from ..errors import PolicyError
-from . import scmp_arch
+from . import _arch, scmp_arch
 from .lower import Cmp, Lowered, evaluate, lower
 from .model import Policy
 
@@ -57,10 +57,10 @@ def _arg(c: Cmp) -> pyseccomp.Arg:
 def _native_number(arch: str, nr: int, handler: str) -> int:
     """The number to hand libseccomp's rule API for syscall ``nr`` of ``arch``: it takes native
     numbers (or pseudo numbers) and translates them to the filter's arch by name."""
-    native = scmp_arch.native()
+    native = _arch.native()
     if arch == native:
         return nr
-    name = scmp_arch.name_of(arch, nr)
+    name = _arch.syscall_name(arch, nr)
     if name is None:
         raise PolicyError(f"syscall number {nr} has no name on {arch}, and libseccomp can only "
                           "place rules for a foreign arch by name", context=f"handler '{handler}'")
@@ -84,7 +84,7 @@ _ORDERS = (
 def _arch_filter(low: Lowered, arch: str, order) -> pyseccomp.SyscallFilter:
     f = pyseccomp.SyscallFilter(low.default)
     f.set_attr(pyseccomp.Attr.ACT_BADARCH, low.bad_arch)
-    native = scmp_arch.native()
+    native = _arch.native()
     if arch != native:
         try:
             f.add_arch(scmp_arch.token(arch))
@@ -250,7 +250,7 @@ def verify(low: Lowered, bpf: bytes) -> str | None:
     from ..vm import cbpf
     insns = cfilter.load(bpf)[1]
     for arch in low.arches:
-        audit = scmp_arch.get(arch).audit
+        audit = _arch.get(arch).audit
         dmax = scmp_arch.arg_max(arch)
         for nr, sr in low.by_arch[arch].items():
             for rule in sr.rules:
@@ -329,7 +329,7 @@ def run_command(policy: Policy, argv: list[str]) -> int:
     bpf = compile_filter(policy).bpf  # refuse before forking: errors belong to the caller
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
-    sys_seccomp = scmp_arch.number_of(scmp_arch.native(), "seccomp")
+    sys_seccomp = _arch.syscall_number(_arch.native(), "seccomp")
     syscall = _libc.syscall
     syscall.restype = ctypes.c_long
     sys.stdout.flush()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ..errors import PolicyError
 from ..seccomp import actions
-from . import scmp_arch
+from . import _arch, scmp_arch
 from .model import Act, Cond, Policy
 
 U64 = 0xFFFFFFFFFFFFFFFF
@@ -512,7 +512,7 @@ def lower(policy: Policy, *, args32: bool = True, positive: bool = False) -> Low
             raise PolicyError(f"{what}: {problem}", loc=policy.default.loc)
     by_arch: dict[str, dict[int, SyscallRules]] = {}
     for arch in policy.arches:
-        if not scmp_arch.known(arch):
+        if not _arch.known(arch):
             raise PolicyError(f"architecture '{arch}' is unknown to libseccomp")
         dmax = scmp_arch.arg_max(arch) if args32 else U64
         slots = {}
@@ -531,7 +531,7 @@ def _check_multiplexers(arch: str, slots: dict[int, SyscallRules]) -> None:
     SysV IPC call to the multiplexer as well, with ``args[0] == call`` in place of any args[0]
     comparison. That is only faithful when the multiplexer's own slot already says the same."""
     for nr, sr in slots.items():
-        name = scmp_arch.name_of(arch, nr)
+        name = _arch.syscall_name(arch, nr)
         mux = scmp_arch.multiplexer(arch, name) if name else None
         if mux is None:
             continue
@@ -543,7 +543,7 @@ def _check_multiplexers(arch: str, slots: dict[int, SyscallRules]) -> None:
         for r in sr.rules:
             muxed = KRule((Cmp(0, "==", call),) + tuple(c for c in r.cmps if c.arg != 0), r.ret)
             if muxed not in have:
-                mux_name = scmp_arch.name_of(arch, mux_nr)
+                mux_name = _arch.syscall_name(arch, mux_nr)
                 raise PolicyError(
                     f"on {arch} libseccomp also applies the rules of '{name}' to {mux_name}"
                     f"(args[0] == {call}), but the policy's {mux_name} slot does not have them "

@@ -42,7 +42,7 @@ from typing import Any
 from ..errors import Location, PolicyError
 from ..seccomp import actions as A
 from ..seccomp import arch as _sa
-from . import scmp_arch
+from . import _arch, scmp_arch
 from .lower import Cmp, Lowered, lower
 from .model import Act, Cond, Handler, Policy, Rule, Table
 
@@ -133,7 +133,7 @@ def _arch_name(r: _Reader, v: Any, path: str, target: str) -> str | None:
     name = s[len("SCMP_ARCH_"):].lower()
     if name == "native":
         return target
-    return scmp_arch.canonical(name) if scmp_arch.known(name) else None
+    return _arch.canonical(name) if _arch.known(name) else None
 
 
 def _action(r: _Reader, entry: dict, path: str, errno_key: str, errno_ret_key: str) -> int:
@@ -225,10 +225,10 @@ def import_profile(profile: dict | str | os.PathLike, *, caps: tuple[str, ...] =
     else:
         data = profile
     r = _Reader(file)
-    if arch is not None and not scmp_arch.known(arch):
+    if arch is not None and not _arch.known(arch):
         raise PolicyError(f"--arch {arch}: unknown architecture (known: "
                           f"{', '.join(a.name for a in _sa.ARCHES)})")
-    target = scmp_arch.canonical(arch) if arch else scmp_arch.native()
+    target = _arch.canonical(arch) if arch else _arch.native()
     top = r.obj(data, "", _TOP_KEYS)
     res = ImportResult(policy=None)  # type: ignore[arg-type]
     default = _action(r, {"action": top.get("defaultAction"),
@@ -326,7 +326,7 @@ def _build(pname, file, arches, default, slots, comments, caps, kver, target) ->
             key = ("rules", rule_vals)
             hname = by_content.get(key)
             if hname is None:
-                sc = scmp_arch.name_of(a, nr) or str(nr)
+                sc = _arch.syscall_name(a, nr) or str(nr)
                 hname = sc if sc not in handlers else f"{sc}_{a}"
                 by_content[key] = hname
                 desc = "; ".join(dict.fromkeys(comments.get(sc, [])))
@@ -374,7 +374,7 @@ def per_name_rules(policy: Policy, positive: bool = False
     for arch in low.arches:
         rules_here: dict[str, tuple] = {}
         for nr in entry.by_arch.get(arch, {}):
-            sc = scmp_arch.name_of(arch, nr)
+            sc = _arch.syscall_name(arch, nr)
             if sc is None:
                 raise PolicyError(f"syscall number {nr} has no name on {arch}; OCI profiles "
                                   "name syscalls", context=f"handler '{entry.by_arch[arch][nr]}'")
@@ -394,8 +394,8 @@ def per_name_rules(policy: Policy, positive: bool = False
     if low.bad_arch != BAD_ARCH:
         warnings.append(f"bad_arch {A.describe(low.bad_arch)} cannot be said in an OCI profile "
                         "(runtimes use KILL_THREAD)")
-    if scmp_arch.native() not in low.arches:
-        warnings.append(f"a runtime always adds this machine's arch ({scmp_arch.native()})")
+    if _arch.native() not in low.arches:
+        warnings.append(f"a runtime always adds this machine's arch ({_arch.native()})")
     return low, {k: v for k, v in by_name.items() if v}, warnings
 
 
@@ -449,7 +449,7 @@ def _runtime_check(doc: dict, low: Lowered) -> str | None:
     import pyseccomp
 
     from . import kernel
-    native = scmp_arch.native()
+    native = _arch.native()
     if native not in low.arches:
         return None
 

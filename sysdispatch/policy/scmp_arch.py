@@ -1,8 +1,8 @@
 """What the container bridge needs to know about libseccomp's view of architectures.
 
-Built on :mod:`sysdispatch.seccomp.arch` (names, AUDIT_ARCH values, libseccomp tokens, the
-number <-> name tables). On top of it, two libseccomp behaviours the bridge must reproduce to
-decide exactly as a container runtime's filter does:
+Built on :mod:`._arch` (architectures by name, numbers <-> names). On top of it: libseccomp's
+tokens and spellings of arches, its raw name lookup, and two libseccomp behaviours the bridge
+must reproduce to decide exactly as a container runtime's filter does:
 
 * Multiplexers. On arches that still have ``socketcall``/``ipc`` (i386), libseccomp's own name
   lookup gives the socket and SysV-IPC calls negative "pseudo" numbers (``-100 - call`` and
@@ -14,12 +14,9 @@ decide exactly as a container runtime's filter does:
 
 from __future__ import annotations
 
-import ctypes
-
 import pyseccomp
 
-from ..errors import PolicyError
-from ..seccomp import arch as _sa
+from ._arch import canonical, get, syscall_number
 
 SOCKET_MUX = range(-120, -100)   # pseudo numbers of the socketcall calls: -100 - call
 IPC_MUX = range(-224, -200)      # pseudo numbers of the ipc calls: -200 - call
@@ -29,33 +26,6 @@ ARGS_32BIT = frozenset({"i386", "x32", "arm"})
 GOARCH = {"x86_64": "amd64", "i386": "386", "aarch64": "arm64"}
 # libseccomp's (and OCI's SCMP_ARCH_*) name where it differs from ours.
 SCMP_NAME = {"i386": "x86"}
-
-_lib = ctypes.CDLL(pyseccomp._libseccomp_path)  # pyseccomp declares no argtypes for this one
-_lib.seccomp_syscall_resolve_name_arch.argtypes = (ctypes.c_uint32, ctypes.c_char_p)
-_lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
-
-
-def get(name: str) -> _sa.Arch:
-    try:
-        return _sa.by_name(name)
-    except ValueError as exc:
-        raise PolicyError(str(exc)) from None
-
-
-def known(name: str) -> bool:
-    try:
-        _sa.by_name(name)
-        return True
-    except ValueError:
-        return False
-
-
-def canonical(name: str) -> str:
-    return get(name).name
-
-
-def native() -> str:
-    return _sa.native().name
 
 
 def token(name: str) -> int:
@@ -77,15 +47,7 @@ def aliases(name: str) -> frozenset[str]:
 def resolve(arch: str, name: str) -> int:
     """libseccomp's own lookup of ``name`` on ``arch``: negative when the arch lacks it (a pseudo
     number, or -1 when libseccomp has never heard of the name)."""
-    return _lib.seccomp_syscall_resolve_name_arch(token(arch), name.encode())
-
-
-def name_of(arch: str, nr: int) -> str | None:
-    return get(arch).syscall_name(nr)
-
-
-def number_of(arch: str, name: str) -> int | None:
-    return get(arch).syscall_number(name)
+    return pyseccomp.resolve_syscall(token(arch), name)
 
 
 def multiplexer(arch: str, name: str) -> tuple[int, int] | None:
@@ -103,7 +65,7 @@ def multiplexer(arch: str, name: str) -> tuple[int, int] | None:
 def targets(arch: str, name: str) -> tuple[int | None, tuple[int, int] | None]:
     """Where libseccomp puts a rule for ``name`` on ``arch``: ``(direct_nr or None,
     (mux_nr, call) or None)``; both None when the arch lacks the syscall."""
-    return number_of(arch, name), multiplexer(arch, name)
+    return syscall_number(arch, name), multiplexer(arch, name)
 
 
 def arg_max(arch: str) -> int:
