@@ -419,7 +419,7 @@ def _setup(program: Program, ctx: Any, mem: Any, memory: Memory, r: list) -> Non
         if data is None:
             return  # r1 = r2 = 0: no memory
         data = _as_bytes(data)
-        region = memory.map(CTX_BASE, data, writable=ptype.ctx_writable, name="mem")
+        region = memory.map(CTX_BASE, data, writable=ptype.ctx_writable, name=ptype.ctx_region)
         r[1], r[2] = region.base, region.size
         return
     if mem is not None:
@@ -429,7 +429,7 @@ def _setup(program: Program, ctx: Any, mem: Any, memory: Memory, r: list) -> Non
         raise VmError(f"a {ptype} ctx is {ptype.ctx_size} bytes, got {len(data)}")
     if not ptype.ctx_writable:
         data = bytes(data)
-    region = memory.map(CTX_BASE, data, writable=ptype.ctx_writable, name=f"{ptype} ctx")
+    region = memory.map(CTX_BASE, data, writable=ptype.ctx_writable, name=ptype.ctx_region)
     r[1] = region.base
 
 

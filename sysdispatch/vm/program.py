@@ -33,6 +33,12 @@ class ProgType:
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def ctx_region(self) -> str:
+        """What faults call the memory r1 points to at entry: this type's ctx, or the caller's
+        memory (both engines name the region so)."""
+        return f"{self.name} ctx" if self.ctx_size else "mem"
+
 
 # Helper ids by their Linux numbers (include/uapi/linux/bpf.h).
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM = 1, 2, 3

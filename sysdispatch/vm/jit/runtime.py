@@ -175,9 +175,7 @@ def _pooled(prog: Program, ctx: Any, host: Host | None, mem: Any, max_steps: int
         else:
             region = env.ctx_region
             if env.ctx_type is not ptype:
-                region.writable = ptype.ctx_writable
-                region.name = f"{ptype} ctx" if size else "mem"
-                env.ctx_type = ptype
+                _retype(env, ptype)
             region.buf = data
             region.size = n
             region.end = CTX_BASE + n
@@ -198,6 +196,13 @@ def _pooled(prog: Program, ctx: Any, host: Host | None, mem: Any, max_steps: int
     if data is not _UNUSUAL:
         _release(env, memory)
     return result
+
+
+def _retype(env: RunEnv, ptype) -> None:
+    """Set the pooled ctx region's mode and name for ``ptype`` (kept while runs are of one type)."""
+    env.ctx_region.writable = ptype.ctx_writable
+    env.ctx_region.name = ptype.ctx_region
+    env.ctx_type = ptype
 
 
 def _release(env: RunEnv, memory: Memory) -> None:
@@ -252,8 +257,7 @@ def _ctx_memory(ptype, cb) -> Memory:
     """A Memory holding the ctx bytes ``cb`` as the interpreter's set-up maps them."""
     memory = Memory()
     if cb is not None:
-        memory.local.append(Region(CTX_BASE, cb, ptype.ctx_writable,
-                                   f"{ptype} ctx" if ptype.ctx_size else "mem"))
+        memory.local.append(Region(CTX_BASE, cb, ptype.ctx_writable, ptype.ctx_region))
     return memory
 
 
@@ -367,9 +371,7 @@ def promote(prog: Program, ch: tuple, tc: int, ms: int, left: int, cb: Any, n: i
             cb = bytearray(cb)  # the lean entry stored nothing; what follows may
         region = env.ctx_region
         if env.ctx_type is not ptype:
-            region.writable = ptype.ctx_writable
-            region.name = f"{ptype} ctx" if ptype.ctx_size else "mem"
-            env.ctx_type = ptype
+            _retype(env, ptype)
         region.buf = cb
         region.size = n = len(cb)  # (n is 0 for a fixed ctx: lean code knows its size)
         region.end = CTX_BASE + n
