@@ -34,9 +34,8 @@ from ..vm.maps import Map, ProgArray, create_map
 from ..vm.program import SECCOMP, TAIL_CALL, Program
 from . import _arch, emit, layout
 from .emit import CTX, INDEX, SCRATCH, TABLE, Goto, Label
+from .layout import ENTRY
 from .model import Act, Handler, Policy
-
-ENTRY = "syscall_entry"
 
 try:  # the verifier is being written in parallel: verify when it is there
     from ..vm.verifier import verify as _vm_verify  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from ..seccomp.data import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
 from . import _arch
 from .model import Policy, Table
 
+ENTRY = "syscall_entry"  # the program every dispatch starts in, as paths and listings name it
 MAX_TAIL_CALL_CNT = 33  # kernel/bpf: at most 33 tail calls, so at most 34 programs run
 NR_NONE = 0xFFFFFFFF    # syscall number -1, as a u32
 

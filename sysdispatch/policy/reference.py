@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from ..seccomp.data import SeccompData
 from . import layout
+from .layout import ENTRY
 from .model import Act, Handler, Policy
-
-ENTRY = "syscall_entry"
 
 
 class Unsupported(Exception):
