@@ -45,8 +45,6 @@ SKF_AD_OFF = 0xFFFFF000  # -0x1000: ancillary-data loads of socket filters start
 # which seccomp substitutes for ``ld [k]``. Users cannot submit it (not in the whitelist).
 LDX_ABS_W = Cls.LDX | SIZE_BITS[4] | ABS
 
-_SIZE_BYTES = {bits: size for size, bits in SIZE_BITS.items() if size != 8}
-
 # Registers of the converted program (include/linux/filter.h): A=r0, X=r7, ctx in r6, r2 scratch.
 REG_A, REG_X, REG_CTX, REG_TMP, REG_ARG1 = 0, 7, 6, 2, 1
 

@@ -219,7 +219,6 @@ def _tail_call(env: Env, r1: int, r2: int, r3: int, r4: int, r5: int) -> None:
 # trace_printk conversions the kernel accepts (kernel/bpf/helpers.c, bpf_bprintf_prepare):
 # optional flags "0 +-" and width, then one of these. No precision, no other letters.
 _PRINTK_SPEC = re.compile(rb"%([0 +\-]*)([1-9][0-9]*)?(%|s|p[xK]?|c|ll[diuxX]|l[diuxX]|[diuxX])")
-MAX_PRINTK_ARGS = 3
 MAX_PRINTK_STR = 512  # longest %s string copied (the kernel's per-string buffer is similar)
 PRINTK_BUF = 1024     # the kernel formats into a 1 KiB buffer: longer output is cut there
 

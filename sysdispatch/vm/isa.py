@@ -58,7 +58,6 @@ JMP_OPS = {
 JA, CALL, EXIT = 0x00, 0x80, 0x90
 
 # Atomic operations: the imm field of STX|ATOMIC
-ATOMIC_FETCH = 0x01
 ATOMIC_OPS = {
     "add": 0x00, "or": 0x40, "and": 0x50, "xor": 0xA0,
     "fetch_add": 0x01, "fetch_or": 0x41, "fetch_and": 0x51, "fetch_xor": 0xA1,
@@ -116,10 +115,6 @@ class OpSpec:
     def wide(self) -> bool:
         """True for lddw, which takes two slots."""
         return self.kind == "lddw"
-
-    @property
-    def is_jump(self) -> bool:
-        return self.kind in ("ja", "ja32", "jcc", "jcc32")
 
 
 def _build() -> list[OpSpec]:

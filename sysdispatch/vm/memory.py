@@ -32,7 +32,6 @@ from ..errors import VmError
 from .isa import MAX_CALL_FRAMES, STACK_SIZE
 
 CTX_BASE = 0x0000_0001_0000_0000    # ctx / caller memory of a run
-EXTRA_BASE = 0x0000_0002_0000_0000  # further caller regions, 4 GiB apart
 STACK_BASE = 0x0000_7FFF_0000_0000  # call frame k's stack: STACK_BASE + k * STACK_STRIDE
 STACK_STRIDE = 0x1_0000
 WINDOW_SHIFT = 48                   # shared windows: window w covers [w << 48, (w + 1) << 48)

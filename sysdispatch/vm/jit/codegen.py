@@ -126,10 +126,6 @@ def _width(spec) -> int:
     return 2 if spec.wide else 1
 
 
-def _is_call(spec) -> bool:
-    return spec.kind in ("call", "local_call", "callx")
-
-
 def _can_fall_off(program: Program) -> bool:
     last = max(pc for pc, s in enumerate(program.specs) if s is not None)
     return program.specs[last].kind not in ("exit", "ja", "ja32")

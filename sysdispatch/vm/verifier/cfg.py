@@ -12,7 +12,6 @@ path), so state comparison can ignore the dead ones.
 from __future__ import annotations
 
 from ...errors import VerifierError
-from ..isa import NREGS
 from ..program import Program, jump_target
 
 ARG_REGS = frozenset(range(1, 6))
@@ -195,5 +194,3 @@ class Cfg:
         nxt = callsite + 1
         return self.live_in[nxt] & CALLEE_SAVED
 
-
-ALL_REGS = frozenset(range(NREGS - 1))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from ..isa import FP, NREGS, STACK_SIZE
+from ..isa import FP, NREGS
 from . import scalar as sc
 from .scalar import Scalar
 
@@ -23,7 +23,6 @@ NOT_INIT, SCALAR, CTX, STACK, MAP_PTR, MAP_VALUE = (
     "not_init", "scalar", "ctx", "fp", "map_ptr", "map_value")
 
 SLOT = 8                     # bytes per stack slot (BPF_REG_SIZE)
-NSLOTS = STACK_SIZE // SLOT
 INVALID, MISC, ZERO, SPILL = "?", "m", "0", "r"   # per-byte stack contents, kernel log letters
 
 
