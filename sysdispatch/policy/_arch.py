@@ -60,6 +60,15 @@ def syscall_number(arch: str, name: str) -> int | None:
     return get(arch).syscall_number(name)
 
 
+def resolve_syscall(arch: str, text: str) -> int:
+    """A syscall on ``arch`` given as a name or a number (decimal or 0x hex); PolicyError when
+    ``arch`` has no syscall of that name."""
+    try:
+        return get(arch).resolve(text)
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
+
+
 def syscall_name(arch: str, nr: int) -> str | None:
     """The name of syscall ``nr`` on ``arch`` (x32: ``nr`` with its bit), or None."""
     return get(arch).syscall_name(nr)

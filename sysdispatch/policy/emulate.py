@@ -82,15 +82,7 @@ class PolicyEmulator(_stack.Filter):
         """The seccomp_data of a call given by name or number, with arguments as integers or
         constant names (O_CREAT|O_TRUNC)."""
         a = self.arch(arch)
-        if isinstance(syscall, int):
-            nr = syscall
-        else:
-            try:
-                nr = int(syscall, 0)
-            except ValueError:
-                nr = _arch.syscall_number(a, syscall)
-                if nr is None:
-                    raise PolicyError(f"unknown syscall '{syscall}' on {a}") from None
+        nr = syscall if isinstance(syscall, int) else _arch.resolve_syscall(a, syscall)
         if len(args) > 6:
             raise PolicyError(f"a syscall has at most 6 arguments, got {len(args)}")
         values = tuple(_value(v, self.policy.arches) for v in args)

@@ -317,9 +317,10 @@ class _NoLocator:
 
 
 def _syscall(arch: str, key: int | str) -> int | None:
+    """The number ``key`` stands for on ``arch``, or None when ``arch`` has no such syscall."""
     if isinstance(key, int):
         return key
     try:
-        return int(key, 0)
-    except ValueError:
-        return _arch.syscall_number(arch, key)
+        return _arch.resolve_syscall(arch, key)
+    except PolicyError:
+        return None
