@@ -13,7 +13,7 @@ Conventions every expression relies on:
   ones take its low 32 bits (``imm & M32``);
 * the placeholders ``{M}`` (width mask), ``{S}`` (sign bit), ``{SH}`` (shift-amount mask) are
   replaced by literal numbers by :func:`alu_expr` and friends, so compiled code sees constants;
-* functions the expressions call (signed division, sign extension) live in :data:`ENV`, the
+* functions the expressions call (the byte swaps' pack/unpack) live in :data:`ENV`, the
   namespace every compiled expression must be evaluated in.
 
 The traps these tables exist to get right (each has a test in tests/vm/test_interp_semantics.py):
@@ -43,38 +43,26 @@ def _signed(v: int, sign: int) -> int:
     return (v ^ sign) - sign
 
 
-def sdiv64(a: int, b: int) -> int:
-    """Signed 64-bit division, truncating toward zero; ``x / 0 = 0``; INT_MIN / -1 wraps."""
+# Reference definitions, written plainly: the ALU templates below compute signed division and
+# remainder inline, and tests/vm/test_interp_semantics.py checks them against these.
+def sdiv(a: int, b: int, bits: int) -> int:
+    """Signed ``bits``-wide division, truncating toward zero; ``x / 0 = 0``; INT_MIN / -1 wraps."""
     if not b:
         return 0
-    sa, sb = _signed(a, S64), _signed(b, S64)
+    sign = 1 << (bits - 1)
+    sa, sb = _signed(a, sign), _signed(b, sign)
     q = abs(sa) // abs(sb)
-    return (-q if (sa < 0) != (sb < 0) else q) & M64
+    return (-q if (sa < 0) != (sb < 0) else q) & ((1 << bits) - 1)
 
 
-def smod64(a: int, b: int) -> int:
-    """Signed 64-bit remainder with the sign of the dividend; ``x % 0 = x``."""
+def smod(a: int, b: int, bits: int) -> int:
+    """Signed ``bits``-wide remainder with the sign of the dividend; ``x % 0 = x``."""
     if not b:
         return a
-    sa, sb = _signed(a, S64), _signed(b, S64)
+    sign = 1 << (bits - 1)
+    sa, sb = _signed(a, sign), _signed(b, sign)
     r = abs(sa) % abs(sb)
-    return (-r if sa < 0 else r) & M64
-
-
-def sdiv32(a: int, b: int) -> int:
-    if not b:
-        return 0
-    sa, sb = _signed(a, S32), _signed(b, S32)
-    q = abs(sa) // abs(sb)
-    return (-q if (sa < 0) != (sb < 0) else q) & M32
-
-
-def smod32(a: int, b: int) -> int:
-    if not b:
-        return a
-    sa, sb = _signed(a, S32), _signed(b, S32)
-    r = abs(sa) % abs(sb)
-    return (-r if sa < 0 else r) & M32
+    return (-r if sa < 0 else r) & ((1 << bits) - 1)
 
 
 def bswap(v: int, nbytes: int) -> int:
@@ -88,8 +76,7 @@ _SWAP = {n: (struct.Struct("<" + c).pack, struct.Struct(">" + c).unpack)
          for n, c in ((2, "H"), (4, "I"), (8, "Q"))}
 
 # Names compiled expressions may call.
-ENV = {"sdiv64": sdiv64, "smod64": smod64, "sdiv32": sdiv32, "smod32": smod32, "bswap": bswap,
-       **{f"lepack{n}": pack for n, (pack, _) in _SWAP.items()},
+ENV = {**{f"lepack{n}": pack for n, (pack, _) in _SWAP.items()},
        **{f"beunpack{n}": unpack for n, (_, unpack) in _SWAP.items()}}
 
 # --- ALU (kinds alu and alu32): the new value of dst ------------------------------------------
@@ -100,11 +87,11 @@ ALU = {
     "mul": "(a * b) & {M}",
     "div": "(a // b if b else 0)",
     # Signed: magnitudes divided (truncating toward zero), negated when the signs differ; the
-    # same results as sdiv64/sdiv32 above (tests compare them), with no function call.
+    # same results as sdiv() above (tests compare them), with no function call.
     "sdiv": "((abs((a ^ {S}) - {S}) // abs((b ^ {S}) - {S}) * (-1 if (a ^ b) & {S} else 1))"
             " & {M} if b else 0)",
     "mod": "(a % b if b else a)",
-    # the remainder takes the dividend's sign (smod64/smod32)
+    # the remainder takes the dividend's sign (smod() above)
     "smod": "((abs((a ^ {S}) - {S}) % abs((b ^ {S}) - {S}) * (-1 if a & {S} else 1)) & {M}"
             " if b else a)",
     "or": "(a | b)",
@@ -160,7 +147,7 @@ ATOMIC = {
 def _fill(template: str, bits: int) -> str:
     consts = WIDTH[bits]
     return (template.replace("{M}", str(consts["M"])).replace("{S}", str(consts["S"]))
-            .replace("{SH}", str(consts["SH"])).replace("{W}", str(bits)))
+            .replace("{SH}", str(consts["SH"])))
 
 
 def width(spec) -> int:
