@@ -38,16 +38,21 @@ def test_default_host_is_the_real_world():
     assert 0 < t1 <= t2
 
 
-def printk(fmt: bytes, *args: int, size: int | None = None, host: Host | None = None):
-    """Put ``fmt`` on the stack, call trace_printk(fmt, size, args...); (r0, events)."""
-    host = host or Host.fixed()
+def format_on_stack(fmt: bytes, size: int | None = None) -> list:
+    """Instructions that put ``fmt`` on the stack: r1 = its address, r2 = ``size`` (its length)."""
     padded = fmt + bytes(-len(fmt) % 8)
     insns = []
     for i in range(0, len(padded), 8):
         insns += [*lddw(1, int.from_bytes(padded[i:i + 8], "little")),
                   make("stxdw", FP, 1, off=-len(padded) + i)]
-    insns += [make("mov", 1, FP, reg=True), make("add", 1, imm=-len(padded), reg=False),
-              make("mov", 2, imm=len(fmt) if size is None else size, reg=False)]
+    return insns + [make("mov", 1, FP, reg=True), make("add", 1, imm=-len(padded), reg=False),
+                    make("mov", 2, imm=len(fmt) if size is None else size, reg=False)]
+
+
+def printk(fmt: bytes, *args: int, size: int | None = None, host: Host | None = None):
+    """Put ``fmt`` on the stack, call trace_printk(fmt, size, args...); (r0, events)."""
+    host = host or Host.fixed()
+    insns = format_on_stack(fmt, size)
     for reg, v in zip((3, 4, 5), args):
         insns += lddw(reg, v)
     res = run(call(TRACE_PRINTK, *insns), host=host)
@@ -73,15 +78,8 @@ def test_trace_printk_reads_strings_from_memory():
     # %s of the format string itself, offset to its second half
     fmt = b"s=%s\0tail\0"
     host = Host.fixed()
-    padded = fmt + bytes(-len(fmt) % 8)
-    insns = []
-    for i in range(0, len(padded), 8):
-        insns += [*lddw(1, int.from_bytes(padded[i:i + 8], "little")),
-                  make("stxdw", FP, 1, off=-len(padded) + i)]
-    insns += [make("mov", 1, FP, reg=True), make("add", 1, imm=-len(padded), reg=False),
-              make("mov", 2, imm=len(fmt), reg=False),
-              make("mov", 3, 1, reg=True), make("add", 3, imm=5, reg=False),
-              make("call", imm=TRACE_PRINTK), make("exit")]
+    insns = format_on_stack(fmt) + [make("mov", 3, 1, reg=True), make("add", 3, imm=5, reg=False),
+                                    make("call", imm=TRACE_PRINTK), make("exit")]
     run(Program.load(insns), host=host)
     assert [e.text for e in host.events] == ["s=tail"]
     # an unreadable string prints as empty, as the kernel's copy_from_kernel_nofault fallback
