@@ -129,14 +129,14 @@ class LoadedPolicy:
         plan = self._plans.get(key, _UNPLANNED)
         if plan.__class__ is Decision:
             return plan                              # depends on (arch, nr) only
+        generation = self._generation
+        if plan is _UNPLANNED:
+            plan = self._plan(key, generation)
         if plan.__class__ is _Keyed:
             full = (key, plan.args(data.args))
             hit = self._cache.get(full)
             if hit is not None:
                 return hit
-        generation = self._generation
-        if plan is _UNPLANNED:
-            plan = self._plan(key, generation)
         decision = self._dispatch(data)
         if plan is None:
             return decision
@@ -150,7 +150,7 @@ class LoadedPolicy:
             else:
                 if len(self._cache) >= MAX_CACHED:
                     self._cache.clear()              # argument-keyed entries: keep it bounded
-                self._cache[(key, plan.args(data.args))] = cached
+                self._cache[full] = cached
         return decision
 
     def _dispatch(self, data: SeccompData) -> Decision:
