@@ -245,6 +245,13 @@ def _spread(values: list[int], most: int) -> list[int]:
 def verify(low: Lowered, bpf: bytes) -> str | None:
     """Run libseccomp's BPF (on the project's classic interpreter) on probes around every rule
     of every arch of ``low``; the first disagreement with the rules, or None."""
+    found = _disagreement(low, bpf)
+    return None if found is None else f"handler '{found[0]}': {found[1]}"
+
+
+def _disagreement(low: Lowered, bpf: bytes) -> tuple[str, str] | None:
+    """The first probe on which libseccomp's BPF and the rules disagree: (the handler whose rules
+    they are, what happened), or None."""
     from ..seccomp import cfilter
     from ..seccomp.data import SeccompData
     from ..vm import cbpf
@@ -262,9 +269,9 @@ def verify(low: Lowered, bpf: bytes) -> str | None:
                     want = evaluate(sr.rules, args, low.default)
                     got = cbpf.run(insns, SeccompData(nr, audit, args=tuple(args)).pack()).ret
                     if got != want:
-                        return (f"syscall {nr} on {arch} with args "
-                                f"{', '.join(map(hex, args))}: libseccomp's filter returns "
-                                f"{got:#x}, the rules {want:#x}")
+                        return sr.handler, (f"syscall {nr} on {arch} with args "
+                                            f"{', '.join(map(hex, args))}: libseccomp's filter "
+                                            f"returns {got:#x}, the rules {want:#x}")
     return None
 
 
@@ -283,6 +290,7 @@ def compile_filter(policy: Policy | Lowered) -> KernelFilter:
     policy uses something a kernel filter cannot express or libseccomp cannot build it)."""
     low = policy if isinstance(policy, Lowered) else lower(policy)
     problem = "libseccomp did not finish building the filter"
+    handler = None   # the handler whose rules libseccomp's filter got wrong, when one did
     for attempt in (low, None):
         if attempt is None:
             if low.positive:
@@ -294,12 +302,14 @@ def compile_filter(policy: Policy | Lowered) -> KernelFilter:
                 problem = (f"libseccomp did not finish building the filter in "
                            f"{BUILD_SECONDS:g} s")
                 continue
-            found = verify(attempt, built[0])
+            found = _disagreement(attempt, built[0])
             if found is None:
                 return KernelFilter(built[0], built[1], attempt, order)
-            problem = found
+            handler, problem = found
+    h = low.policy.handlers.get(handler) if handler else None
     raise PolicyError(f"libseccomp cannot build a filter that decides like the policy "
-                      f"(a libseccomp 2.5 limitation): {problem}")
+                      f"(a libseccomp 2.5 limitation): {problem}",
+                      loc=h.loc if h else None, context=f"handler '{handler}'" if handler else None)
 
 
 def export_bpf(policy: Policy | Lowered | pyseccomp.SyscallFilter) -> bytes:

@@ -92,6 +92,19 @@ exit
     assert msg.startswith("refuse.toml:11:11: handler 'counted': is eBPF assembly"), msg
 
 
+def test_a_filter_libseccomp_gets_wrong_is_refused_naming_the_handler():
+    # libseccomp 2.5 builds a filter that returns TRACE(5) for getpid(1, 2**64-1), where
+    # neither rule holds: the probes catch it, and the refusal says whose rules they were
+    msg = _refusal('[policy]\nname = "t"\ndefault = "allow"\n[tables.syscalls.entries]\n'
+                   'getpid = "h"\n[handlers.h]\nrules = [\n'
+                   '  { when = ["args[1] < 0xffffffffffffffff", "args[0] != 0"], '
+                   'action = "errno(1)" },\n'
+                   '  { when = ["args[0] >= 255"], action = "trace(5)" },\n]\n')
+    assert msg.startswith("refuse.toml:6:11: handler 'h': libseccomp cannot build a filter "
+                          "that decides like the policy"), msg
+    assert "syscall 39 on x86_64 with args 0x1, 0xffffffffffffffff" in msg, msg
+
+
 @pytest.mark.parametrize("when, what", [
     (['args[2] & 0xff > 3'], "masked comparison other than =="),
 
