@@ -97,7 +97,6 @@ def sweep_cases(policy, arches=None, extra_args=()):
     with each condition's interesting argument values in its argument position. On arches where
     libseccomp compares 32-bit words the values are cut to 32 bits (the kernel zero-extends
     their arguments, and libseccomp looks at the low word only)."""
-    conds_by_arch: dict[str, list] = {}
     entry = policy.tables[policy.entry_table]
     for a in arches or policy.arches:
         arch = sarch.by_name(a)
