@@ -21,7 +21,7 @@ from ..seccomp.arch import I386, X86_64
 from ..seccomp.data import OFF_ARCH, OFF_ARGS, OFF_NR, AUDIT_ARCH_X86_64, SeccompData
 from ..vm.helpers import Host
 from ..vm.interp import run
-from ..vm.isa import PSEUDO_MAP_FD, lddw, make
+from ..vm.isa import PSEUDO_MAP_FD, lddw, make, signed32
 from ..vm.maps import ProgArray
 from ..vm.program import SECCOMP, TAIL_CALL, Program
 
@@ -35,14 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def _s32(v: int) -> int:
-    """A 32-bit pattern as the signed immediate field holds it."""
-    return ((v + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
 
 
 def _ret(action: int) -> list:
     # mov32 zero-extends, so r0 holds exactly the 32-bit action
-    return [make("mov32", 0, imm=_s32(action), reg=False), make("exit")]
+    return [make("mov32", 0, imm=signed32(action), reg=False), make("exit")]
 
 
 def entry_program(table: ProgArray) -> Program:
@@ -50,7 +47,7 @@ def entry_program(table: ProgArray) -> Program:
     insns = [
         make("ldxw", 2, 1, off=OFF_ARCH),
         # a 32-bit compare: the 64-bit form would sign-extend 0xC000003E
-        make("jne32", 2, off=6, imm=_s32(AUDIT_ARCH_X86_64), reg=False),
+        make("jne32", 2, off=6, imm=signed32(AUDIT_ARCH_X86_64), reg=False),
         make("ldxw", 3, 1, off=OFF_NR),
         *lddw(2, SYSCALLS_MAP, PSEUDO_MAP_FD),
         make("call", imm=TAIL_CALL),

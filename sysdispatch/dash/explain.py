@@ -14,6 +14,7 @@ from ..policy.compile import ENTRY, Compiled
 from ..policy.model import Act, Cond, Handler, Policy, Table
 from ..seccomp import arch as _arch
 from ..vm.disasm import disassemble
+from ..vm.isa import signed32
 from .model import verdict_text
 
 # Which constants name an argument's values, per (syscall, argument): enough for the calls
@@ -60,7 +61,7 @@ def _named(value: int, prefix: str | None) -> str:
 def cond_words(c: Cond, prefix: str | None = None) -> str:
     a = f"args[{c.arg}]"
     if c.mask == 0xFFFFFFFF:          # an int argument: the upper half is not part of it
-        signed = c.value - (1 << 32) if c.value >= 1 << 31 else c.value
+        signed = signed32(c.value)
         shown = _named(c.value, prefix) if signed >= 0 else f"{signed}"
         if signed < 0 and prefix and _names_for(signed, prefix):
             shown = _names_for(signed, prefix)[0]

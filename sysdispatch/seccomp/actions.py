@@ -15,6 +15,8 @@ import errno as _errno
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..vm.isa import signed32
+
 KILL_PROCESS = 0x80000000
 KILL_THREAD = 0x00000000
 TRAP = 0x00030000
@@ -38,8 +40,6 @@ BY_NAME["kill"] = KILL_THREAD  # SECCOMP_RET_KILL is the old name of KILL_THREAD
 TAKES_DATA = frozenset({TRAP, ERRNO, TRACE})
 
 
-def _signed32(v: int) -> int:
-    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def action_of(ret: int) -> int:
@@ -51,7 +51,7 @@ def action_of(ret: int) -> int:
 def precedence(ret: int) -> int:
     """Sort key: lower wins. The kernel compares the raw action bits as a signed 32-bit number
     (ACTION_ONLY in kernel/seccomp.c), so unknown actions sort by their value, not as kills."""
-    return _signed32(ret & ACTION_FULL)
+    return signed32(ret & ACTION_FULL)
 
 
 @dataclass(frozen=True, slots=True)

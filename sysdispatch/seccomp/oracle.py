@@ -47,6 +47,7 @@ from typing import Sequence
 
 from ..errors import SysdispatchError
 from ..vm.cbpf import CInsn, LDX_ABS_W, RET, decode, encode, OPS
+from ..vm.isa import signed32
 from . import actions
 from .arch import X86_64
 from .data import OFF_NR
@@ -131,8 +132,7 @@ def _s32(nr: int) -> int:
     int, so ptrace reports 0xffffffff as -1; the sentinel compares the same 32 bits)."""
     if not -(1 << 31) <= nr < (1 << 32):
         raise OracleError(f"syscall number {nr:#x} does not fit in 32 bits")
-    nr &= 0xFFFFFFFF
-    return nr - (1 << 32) if nr >> 31 else nr
+    return signed32(nr)
 
 
 def kernel_outcome(filters: Sequence[bytes], nr: int | None, args: Sequence[int] = (), *,

@@ -22,6 +22,7 @@ from ..policy.constants import CONSTANTS, PER_ARCH
 from ..seccomp import actions
 from ..seccomp import arch as _sa
 from ..seccomp.data import AUDIT_ARCH_I386
+from ..vm.isa import signed32
 from .events import Event
 
 MAX_STRING = 4096
@@ -172,9 +173,6 @@ def _quote(text: str) -> str:
 
 # --- flags and numbers ---------------------------------------------------------------------------
 
-def _signed32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
 
 
 def _flags(value: int, names: list[tuple[str, int]], *, octal: bool = False) -> str:
@@ -213,7 +211,7 @@ def _open_flags(v: int) -> str:
 
 
 def _dirfd(v: int) -> str:
-    fd = _signed32(v)
+    fd = signed32(v)
     return "AT_FDCWD" if fd == CONSTANTS["AT_FDCWD"] else str(fd)
 
 
@@ -274,7 +272,7 @@ def decode(pid: int, name: str, audit: int, args: tuple[int, ...]) -> dict[str, 
         elif kind == _AT:
             out[arg] = _flags(value & 0xFFFFFFFF, _AT_FLAGS)
         elif kind == _SIG:
-            out[arg] = _SIGNALS.get(value & 0xFFFFFFFF, str(_signed32(value)))
+            out[arg] = _SIGNALS.get(value & 0xFFFFFFFF, str(signed32(value)))
         elif kind == _ARGV:
             out[arg] = _argv(pid, value, word)
     return out
@@ -283,7 +281,7 @@ def decode(pid: int, name: str, audit: int, args: tuple[int, ...]) -> dict[str, 
 def _plain(kind: str, value: int) -> str:
     if kind in (_FD, _INT):
         v = value - (1 << 64) if value >> 63 else value
-        return str(v if -(1 << 31) <= v < (1 << 63) else _signed32(value))
+        return str(v if -(1 << 31) <= v < (1 << 63) else signed32(value))
     return f"{value:#x}" if value else "0"
 
 

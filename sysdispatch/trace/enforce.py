@@ -60,6 +60,7 @@ from typing import Callable
 from ..seccomp import actions
 from ..seccomp.arch import I386, X86_64
 from ..seccomp.data import AUDIT_ARCH_I386, SeccompData
+from ..vm.isa import signed32
 from . import hooks as _hooks
 from . import ptrace as pt
 
@@ -163,7 +164,7 @@ class Enforcer:
             return False
         if act in (actions.TRACE, actions.USER_NOTIF):
             return self._traced(th, nr, arch, ip, args, ret)
-        siginfo = pt.SigInfo.sigsys(_s32(nr), arch, ip, ret & actions.DATA)
+        siginfo = pt.SigInfo.sigsys(signed32(nr), arch, ip, ret & actions.DATA)
         if act == actions.TRAP:
             return self._force_sigsys(th, nr, arch, siginfo, kill=False)
         if act == actions.KILL_THREAD and live_threads(th.tgid) > 1:
@@ -276,13 +277,10 @@ class Enforcer:
         pt.setregs(th.tid, regs)
         if self.decide is None:
             return False
-        ret = self.decide(SeccompData(_s32(new_nr), arch, ip, new_args))
+        ret = self.decide(SeccompData(signed32(new_nr), arch, ip, new_args))
         act = actions.action_of(ret)
         if act in (actions.TRACE, actions.USER_NOTIF):
             return False
         return self.enforce(th, new_nr, arch, ip, new_args, ret)
 
 
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v

@@ -26,8 +26,8 @@ from . import isa
 from .asm_syntax import (ATOMIC_BY_OPERATOR, ATOMIC_FETCH_PREFIX, ATOMIC_OPERATORS,
                          ALU_BY_OPERATOR, COMMENT, FORMS, FUNC_FORMS, HELPERS, JMP_BY_OPERATOR,
                          LABEL, MAP_SOURCES, MNEMONICS, NOTE, OPERANDS, PC_PREFIX, SSIZES,
-                         TARGET_FIELD, USIZES, Cursor, Tok, found, is_reg, map_names, s32, tokens)
-from .isa import PSEUDO_IMM64, Insn, OpSpec
+                         TARGET_FIELD, USIZES, Cursor, Tok, found, is_reg, map_names, tokens)
+from .isa import PSEUDO_IMM64, Insn, OpSpec, signed32
 from .program import GENERIC, Program, ProgType
 
 
@@ -494,7 +494,7 @@ def _encode(spec: OpSpec, fields: dict[str, int]) -> tuple[Insn, ...]:
         if "imm64" in fields:
             return isa.lddw(f["dst"], fields["imm64"], f["src"])
         return (Insn(spec.code, f["dst"], f["src"], 0, f["imm"]),
-                Insn(0, 0, 0, 0, s32(fields.get("imm2", 0))))
+                Insn(0, 0, 0, 0, signed32(fields.get("imm2", 0))))
     return (Insn(spec.code, f["dst"], f["src"], f["off"], f["imm"]),)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import AsmError, Location
 from . import isa
-from .isa import NREGS, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, SPECS, SPEC_BY_NAME, OpSpec
+from .isa import NREGS, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, SPECS, SPEC_BY_NAME, OpSpec, signed32
 
 # --- LLVM syntax: OpSpec.op -> operator ---------------------------------------------------------
 
@@ -142,8 +142,6 @@ def found(t: Tok | None) -> str:
     return "end of line" if t is None else f"'{t.text}'"
 
 
-def s32(v: int) -> int:
-    return ((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000
 
 
 class Cursor:
@@ -230,7 +228,7 @@ class Cursor:
             hint = (" (a decimal must fit in signed 32 bits; write hex for the bit pattern)"
                     if high < value <= 0xFFFFFFFF else "")
             raise self.error(f"immediate {written} out of range for 32 bits{hint}", tok)
-        return s32(value)
+        return signed32(value)
 
     def off16(self, what: str = "offset") -> int:
         value, _, tok, written = self.number(("an " if what[0] in "aeiou" else "a ") + what)

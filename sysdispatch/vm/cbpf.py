@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..errors import EncodingError, Location, SysdispatchError, VerifierError, VmError
-from .isa import ALU_OPS, BPF_K, BPF_X, FP, JMP_OPS, MODE_IMM, MODE_MEM, SIZE_BITS, Cls, Insn, make
+from .isa import ALU_OPS, BPF_K, BPF_X, FP, JMP_OPS, MODE_IMM, MODE_MEM, SIZE_BITS, Cls, Insn, make, \
+    signed32
 from .program import GENERIC, Program, ProgType
 
 # --- what classic BPF adds to the shared encoding (include/uapi/linux/filter.h) ---------------
@@ -492,8 +493,6 @@ def convert(insns: Sequence[CInsn], *, prog_type: ProgType = GENERIC, name: str 
 _INVERSE = {"jeq": "jne", "jgt": "jle", "jge": "jlt"}
 
 
-def _s32(k: int) -> int:
-    return k - (1 << 32) if k & 0x80000000 else k
 
 
 def _stack_off(k: int) -> int:
@@ -516,7 +515,7 @@ def _convert_one(pc: int, ins: CInsn) -> list[tuple[Insn, int | None]]:
         if o.reg:
             out.append((make(f"{o.op}32", REG_A, REG_X, reg=True), None))
         else:
-            out.append((make(f"{o.op}32", REG_A, 0, 0, _s32(k), reg=False), None))
+            out.append((make(f"{o.op}32", REG_A, 0, 0, signed32(k), reg=False), None))
         return out
     if kind == "neg":
         return [(make("neg32", REG_A), None)]
@@ -526,7 +525,7 @@ def _convert_one(pc: int, ins: CInsn) -> list[tuple[Insn, int | None]]:
         return [(make("ldxw", REG_A, REG_CTX, k), None)]
     if kind in ("ld_imm", "ldx_imm"):
         dst = REG_A if kind == "ld_imm" else REG_X
-        return [(make("mov32", dst, 0, 0, _s32(k), reg=False), None)]
+        return [(make("mov32", dst, 0, 0, signed32(k), reg=False), None)]
     if kind in ("ld_mem", "ldx_mem"):
         dst = REG_A if kind == "ld_mem" else REG_X
         return [(make("ldxw", dst, FP, _stack_off(k)), None)]
@@ -540,7 +539,7 @@ def _convert_one(pc: int, ins: CInsn) -> list[tuple[Insn, int | None]]:
     if kind == "ret":
         if o.reg:
             return [(make("exit"), None)]
-        return [(make("mov32", REG_A, 0, 0, _s32(k), reg=False), None), (make("exit"), None)]
+        return [(make("mov32", REG_A, 0, 0, signed32(k), reg=False), None), (make("exit"), None)]
     if kind == "ja":
         return [(make("ja"), pc + 1 + k)]
     if kind == "jcc":
@@ -555,7 +554,7 @@ def _convert_jump(pc: int, ins: CInsn, o: ClassicOp) -> list[tuple[Insn, int | N
         src, imm, reg = REG_X, 0, True
     elif ins.k & 0x80000000:
         # eBPF would sign-extend the immediate to 64 bits; compare against a zero-extended w2.
-        out.append((make("mov32", REG_TMP, 0, 0, _s32(ins.k), reg=False), None))
+        out.append((make("mov32", REG_TMP, 0, 0, signed32(ins.k), reg=False), None))
         src, imm, reg = REG_TMP, 0, True
     else:
         src, imm, reg = 0, ins.k, False

@@ -200,7 +200,8 @@ def _s16(v: int) -> int:
     return ((v + 0x8000) & 0xFFFF) - 0x8000
 
 
-def _s32(v: int) -> int:
+def signed32(v: int) -> int:
+    """The low 32 bits of ``v`` as a signed 32-bit int (the one place this is written)."""
     return ((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000
 
 
@@ -268,7 +269,7 @@ def make(name: str, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0, *,
         spec = next(s for s in forms if s.reg == reg)
     fields = {"dst": dst, "src": src, "off": off, "imm": imm}
     fields.update(dict(spec.fixed))
-    return Insn(spec.code, fields["dst"], fields["src"], _s16(fields["off"]), _s32(fields["imm"]))
+    return Insn(spec.code, fields["dst"], fields["src"], _s16(fields["off"]), signed32(fields["imm"]))
 
 
 def encode_program(insns) -> bytes:
@@ -287,8 +288,8 @@ def decode_program(raw: bytes) -> tuple[Insn, ...]:
 def lddw(dst: int, value: int, src: int = PSEUDO_IMM64) -> tuple[Insn, Insn]:
     """The two slots of ``lddw dst, value``."""
     value &= 0xFFFFFFFFFFFFFFFF
-    return (Insn(Cls.LD | SIZE_BITS[8], dst, src, 0, _s32(value & 0xFFFFFFFF)),
-            Insn(0, 0, 0, 0, _s32(value >> 32)))
+    return (Insn(Cls.LD | SIZE_BITS[8], dst, src, 0, signed32(value & 0xFFFFFFFF)),
+            Insn(0, 0, 0, 0, signed32(value >> 32)))
 
 
 def lddw_value(first: Insn, second: Insn) -> int:

@@ -31,9 +31,6 @@ def s64(v: int) -> int:
     return v - (1 << 64) if v & SIGN else v
 
 
-def s32(v: int) -> int:
-    v &= U32
-    return v - (1 << 32) if v & (1 << 31) else v
 
 
 class Scalar(NamedTuple):
