@@ -22,6 +22,7 @@ faithfully is refused with the first disagreement.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import pickle
 import select
@@ -81,7 +82,7 @@ _ORDERS = (
 )
 
 
-def _arch_filter(low: Lowered, arch: str, order) -> pyseccomp.SyscallFilter:
+def _arch_filter(low: Lowered, arch: str, order, note=None) -> pyseccomp.SyscallFilter:
     f = pyseccomp.SyscallFilter(low.default)
     f.set_attr(pyseccomp.Attr.ACT_BADARCH, low.bad_arch)
     native = _arch.native()
@@ -94,6 +95,8 @@ def _arch_filter(low: Lowered, arch: str, order) -> pyseccomp.SyscallFilter:
         f.remove_arch(scmp_arch.token(native))
     for nr, sr in sorted(low.by_arch[arch].items()):
         num = _native_number(arch, nr, sr.handler)
+        if note is not None:
+            note(sr.handler)
         for rule in order(sr.rules):
             try:
                 f.add_rule(rule.ret, num, *(_arg(c) for c in rule.cmps))
@@ -105,15 +108,17 @@ def _arch_filter(low: Lowered, arch: str, order) -> pyseccomp.SyscallFilter:
     return f
 
 
-def build_filter(policy: Policy | Lowered, order: int = 0) -> pyseccomp.SyscallFilter:
+def build_filter(policy: Policy | Lowered, order: int = 0,
+                 note=None) -> pyseccomp.SyscallFilter:
     """The libseccomp filter for ``policy``, built in this process and not checked: prefer
-    :func:`compile_filter`. ``order``: which rule order (see _ORDERS) to add rules in."""
+    :func:`compile_filter`. ``order``: which rule order (see _ORDERS) to add rules in;
+    ``note(handler)`` is called before each handler's rules are added."""
     low = policy if isinstance(policy, Lowered) else lower(policy)
     if not low.arches:
         raise PolicyError("the policy lists no architecture")
     merged = None
     for arch in low.arches:
-        f = _arch_filter(low, arch, _ORDERS[order])
+        f = _arch_filter(low, arch, _ORDERS[order], note)
         if merged is None:
             merged = f
         else:
@@ -130,10 +135,26 @@ def _export(f: pyseccomp.SyscallFilter, how: str) -> bytes:
 
 # --- building in a child, with a time limit ----------------------------------------------------
 
-def _build_in_child(low: Lowered, order: int) -> tuple[bytes, str] | None:
-    """(bpf, pfc) of :func:`build_filter` run in a forked child; None when it did not finish
-    in time. A PolicyError raised while building is raised here."""
-    return in_child(lambda: build_filter(low, order))
+@dataclass(frozen=True)
+class _Stuck:
+    """A build that ran out of time, and the handler whose rules libseccomp was adding then
+    (None: it hung elsewhere, e.g. exporting)."""
+
+    handler: str | None
+
+
+def _build_in_child(low: Lowered, order: int) -> tuple[bytes, str] | _Stuck:
+    """(bpf, pfc) of :func:`build_filter` run in a forked child, or :class:`_Stuck` when it did
+    not finish in time. A PolicyError raised while building is raised here."""
+    mark = mmap.mmap(-1, 256)   # shared with the child: the handler it is adding rules for
+
+    def note(handler: str) -> None:
+        mark[:] = handler.encode()[:255].ljust(256, b"\0")
+
+    built = in_child(lambda: build_filter(low, order, note))
+    if built is None:
+        return _Stuck(mark[:].rstrip(b"\0").decode() or None)
+    return built
 
 
 def in_child(build) -> tuple[bytes, str] | None:
@@ -290,7 +311,7 @@ def compile_filter(policy: Policy | Lowered) -> KernelFilter:
     policy uses something a kernel filter cannot express or libseccomp cannot build it)."""
     low = policy if isinstance(policy, Lowered) else lower(policy)
     problem = "libseccomp did not finish building the filter"
-    handler = None   # the handler whose rules libseccomp's filter got wrong, when one did
+    handler = None   # the handler whose rules libseccomp got wrong or hung on, when one did
     for attempt in (low, None):
         if attempt is None:
             if low.positive:
@@ -298,9 +319,12 @@ def compile_filter(policy: Policy | Lowered) -> KernelFilter:
             attempt = lower(low.policy, positive=True)
         for order in range(len(_ORDERS)):
             built = _build_in_child(attempt, order)
-            if built is None:
+            if isinstance(built, _Stuck):
                 problem = (f"libseccomp did not finish building the filter in "
                            f"{BUILD_SECONDS:g} s")
+                if built.handler is not None:
+                    handler = built.handler   # a refusal names whose rules it hung on
+                    problem += " (while adding this handler's rules)"
                 continue
             found = _disagreement(attempt, built[0])
             if found is None:

@@ -6,6 +6,7 @@ kernel itself runs it in test_bridge_kernel.py."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,20 @@ def test_a_filter_libseccomp_gets_wrong_is_refused_naming_the_handler():
     assert msg.startswith("refuse.toml:6:11: handler 'h': libseccomp cannot build a filter "
                           "that decides like the policy"), msg
     assert "syscall 39 on x86_64 with args 0x1, 0xffffffffffffffff" in msg, msg
+
+
+def test_a_build_that_hangs_is_refused_naming_the_handler_it_hung_on(monkeypatch):
+    # libseccomp 2.5 sometimes never returns from seccomp_rule_add: here every add_rule hangs
+    # (in the forked builder only: the parent never calls it), and the refusal still says whose
+    # rules libseccomp was adding when the time ran out
+    monkeypatch.setattr(kernel, "BUILD_SECONDS", 0.2)
+    monkeypatch.setattr(kernel.pyseccomp.SyscallFilter, "add_rule",
+                        lambda *a, **k: time.sleep(60))
+    msg = _refusal(HEAD + '[tables.syscalls.entries]\nread = "stuck"\n[handlers.stuck]\n'
+                   'rules = [ { when = ["args[0] == 3"], action = "allow" } ]\n')
+    assert msg.startswith("refuse.toml:6:11: handler 'stuck': libseccomp cannot build"), msg
+    assert "did not finish building the filter in 0.2 s (while adding this handler's rules)" \
+        in msg, msg
 
 
 @pytest.mark.parametrize("when, what", [
