@@ -310,8 +310,9 @@ def compile_filter(policy: Policy | Lowered) -> KernelFilter:
     """The checked kernel filter for ``policy`` (PolicyError, naming the handler, when the
     policy uses something a kernel filter cannot express or libseccomp cannot build it)."""
     low = policy if isinstance(policy, Lowered) else lower(policy)
-    problem = "libseccomp did not finish building the filter"
-    handler = None   # the handler whose rules libseccomp got wrong or hung on, when one did
+    # why no attempt gave a right filter, as (handler, problem): a filter that decides wrong
+    # says more than a build that ran out of time, so it is the one reported when both happen
+    wrong = stuck = None
     for attempt in (low, None):
         if attempt is None:
             if low.positive:
@@ -320,16 +321,15 @@ def compile_filter(policy: Policy | Lowered) -> KernelFilter:
         for order in range(len(_ORDERS)):
             built = _build_in_child(attempt, order)
             if isinstance(built, _Stuck):
-                problem = (f"libseccomp did not finish building the filter in "
-                           f"{BUILD_SECONDS:g} s")
-                if built.handler is not None:
-                    handler = built.handler   # a refusal names whose rules it hung on
-                    problem += " (while adding this handler's rules)"
+                stuck = (built.handler, f"libseccomp did not finish building the filter in "
+                         f"{BUILD_SECONDS:g} s" + (" (while adding this handler's rules)"
+                                                   if built.handler else ""))
                 continue
             found = _disagreement(attempt, built[0])
             if found is None:
                 return KernelFilter(built[0], built[1], attempt, order)
-            handler, problem = found
+            wrong = found
+    handler, problem = wrong or stuck or (None, "libseccomp did not finish building the filter")
     h = low.policy.handlers.get(handler) if handler else None
     raise PolicyError(f"libseccomp cannot build a filter that decides like the policy "
                       f"(a libseccomp 2.5 limitation): {problem}",
