@@ -23,12 +23,12 @@ from typing import Any
 
 from ..errors import PolicyError
 from ..vm import isa
-from ..vm.maps import Map, create_map
+from ..vm.maps import MAP_ARRAY, MAP_HASH, Map, create_map
 
 EM_BPF = 247
 SHT_SYMTAB, SHT_RELA, SHT_REL = 2, 4, 9
 R_BPF_64_64 = 1
-MAP_TYPES = {1: "hash", 2: "array"}
+MAP_TYPES = {MAP_HASH: "hash", MAP_ARRAY: "array"}
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")

@@ -60,3 +60,19 @@ def test_unknown_command_lists_every_command():
                          text=True)
     assert res.returncode == 2
     assert all(f"'{name}'" in res.stderr for name in cli.ENTRY_POINTS)
+
+
+def test_engine_choices_spelled_in_the_cli_are_the_engines():
+    """The parsers name the engines without importing them (start-up); they must still be
+    vm.engine's (replay adds the policy model's reference evaluator)."""
+    from sysdispatch.vm.engine import ENGINES
+
+    def choices(path):
+        parser = FULL
+        for word in path:
+            parser = _subparsers(parser)[word]
+        return next(a.choices for a in parser._actions if a.dest == "engine")
+
+    assert tuple(choices(["trace"])) == ENGINES
+    assert tuple(choices(["prog", "run"])) == ENGINES
+    assert tuple(choices(["replay"])) == (*ENGINES, "reference")
