@@ -351,7 +351,7 @@ class Tracer:
             nr -= 1 << 64
         arch, ip, args = info[1], info[2], info[5:11]
         if self._quiet_allow and (arch, nr) in self._static and not self._detaching \
-                and _generation(self.policy) == self._static_generation:
+                and self.policy.generation == self._static_generation:  # _static: it has one
             self._go(tid, 0, 0)       # allowed whatever the arguments: no need to ask
             return
         decision = self.policy.decide(SeccompData(nr, arch, ip, args))
